@@ -1,0 +1,296 @@
+//! The node's configuration file (TOML, kebab-case keys): identity, members, replication, TLS
+//! files, timeouts and limits. Every field has a documented default where one makes sense;
+//! [`NodeConfig::validate`] rejects inconsistent files with a message naming the problem.
+
+use ring::{Member, NodeId, Strategy, Token};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {reason}")]
+    Parse { path: String, reason: String },
+    /// The values are inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// A whole node configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeConfig {
+    /// Name of the cluster; part of the CA's name. Default "ringkv".
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
+    /// This node's id; must appear in `members`.
+    pub node_id: NodeId,
+    /// Address to bind (UDP). Default: this node's address in `members`.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the RocksDB database.
+    pub data_dir: PathBuf,
+    /// Certificates and keys.
+    pub tls: TlsFiles,
+    /// Replica placement.
+    pub replication: Replication,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Bounds on concurrent work.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Every member of the cluster, this node included.
+    pub members: Vec<MemberConfig>,
+}
+
+/// PEM files: the cluster CA certificate, this node's certificate and key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsFiles {
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Node certificate (signed by the CA, node role).
+    pub cert: PathBuf,
+    /// Node private key.
+    pub key: PathBuf,
+}
+
+/// Replica placement.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", tag = "strategy")]
+pub enum Replication {
+    /// `strategy = "simple"`: `rf` distinct nodes clockwise.
+    Simple {
+        /// Replication factor.
+        rf: usize,
+    },
+    /// `strategy = "per-datacenter"`: a replication factor per datacenter, spread across racks.
+    PerDatacenter {
+        /// Datacenter name to replication factor.
+        datacenters: BTreeMap<String, usize>,
+    },
+}
+
+impl Replication {
+    /// The ring strategy this describes.
+    pub fn strategy(&self) -> Strategy {
+        match self {
+            Replication::Simple { rf } => Strategy::Simple { rf: *rf },
+            Replication::PerDatacenter { datacenters } => Strategy::PerDatacenter { rf: datacenters.clone() },
+        }
+    }
+}
+
+/// One member of the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MemberConfig {
+    /// Unique node id.
+    pub id: NodeId,
+    /// QUIC address peers and clients use.
+    pub address: SocketAddr,
+    /// Datacenter name. Default "dc1".
+    #[serde(default = "default_dc")]
+    pub datacenter: String,
+    /// Rack name. Default "rack1".
+    #[serde(default = "default_rack")]
+    pub rack: String,
+    /// Number of virtual nodes when `tokens` is empty. Default 64.
+    #[serde(default = "default_vnodes")]
+    pub vnodes: u32,
+    /// Explicit tokens (overrides `vnodes`).
+    #[serde(default)]
+    pub tokens: Vec<Token>,
+}
+
+impl MemberConfig {
+    /// The ring member this describes (tokens derived from the id when none are given).
+    pub fn member(&self) -> Member {
+        let tokens = if self.tokens.is_empty() { ring::tokens_for(self.id, self.vnodes) } else { self.tokens.clone() };
+        Member { id: self.id, datacenter: self.datacenter.clone(), rack: self.rack.clone(), tokens }
+    }
+}
+
+/// Timeouts, in milliseconds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Timeouts {
+    /// Longest a coordinator waits for replicas on one request. Default 2000.
+    pub request_ms: u64,
+    /// Connection handshake timeout. Default 1000.
+    pub connect_ms: u64,
+    /// Heartbeat interval of the failure detector. Default 200.
+    pub heartbeat_ms: u64,
+    /// A peer silent for this long is considered down. Default 1000.
+    pub down_after_ms: u64,
+    /// Peer timestamps further ahead of local time than this are refused. Default 5000.
+    pub max_clock_ahead_ms: u64,
+    /// How long shutdown waits for requests in flight. Default 5000.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            request_ms: 2000,
+            connect_ms: 1000,
+            heartbeat_ms: 200,
+            down_after_ms: 1000,
+            max_clock_ahead_ms: 5000,
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+/// Bounds on concurrent work.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Limits {
+    /// Client requests coordinated at once; more get `Overloaded`. Default 4096.
+    pub max_client_requests: usize,
+    /// Replica requests served at once; more get `Overloaded`. Default 16384.
+    pub max_internal_requests: usize,
+    /// Writes queued for the storage writer thread. Default 8192.
+    pub write_queue: usize,
+    /// Sync the RocksDB WAL on every write batch. Default false.
+    pub sync_writes: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_client_requests: 4096, max_internal_requests: 16384, write_queue: 8192, sync_writes: false }
+    }
+}
+
+fn default_cluster_name() -> String {
+    "ringkv".into()
+}
+fn default_dc() -> String {
+    "dc1".into()
+}
+fn default_rack() -> String {
+    "rack1".into()
+}
+fn default_vnodes() -> u32 {
+    64
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates a configuration file. Relative paths inside it are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let mut cfg: NodeConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), reason: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.data_dir, &mut cfg.tls.ca, &mut cfg.tls.cert, &mut cfg.tls.key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values agree with each other and that the ring can be built.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.members.iter().all(|m| m.id != self.node_id) {
+            return bad(format!("node-id {} is not among the members", self.node_id));
+        }
+        let mut addrs = std::collections::HashSet::new();
+        for m in &self.members {
+            if !addrs.insert(m.address) {
+                return bad(format!("two members share the address {}", m.address));
+            }
+            if m.tokens.is_empty() && m.vnodes == 0 {
+                return bad(format!("member {} has no tokens (vnodes = 0)", m.id));
+            }
+        }
+        let t = &self.timeouts;
+        if t.request_ms == 0 || t.heartbeat_ms == 0 || t.down_after_ms <= t.heartbeat_ms {
+            return bad("timeouts: request-ms and heartbeat-ms must be > 0 and down-after-ms > heartbeat-ms".into());
+        }
+        let l = &self.limits;
+        if l.max_client_requests == 0 || l.max_internal_requests == 0 || l.write_queue == 0 {
+            return bad("limits must be > 0".into());
+        }
+        self.ring().map(|_| ()).map_err(|e| ConfigError::Invalid(format!("ring: {e}")))
+    }
+
+    /// The ring the members and replication describe.
+    pub fn ring(&self) -> Result<ring::Ring, ring::RingError> {
+        ring::Ring::new(self.members.iter().map(MemberConfig::member).collect(), self.replication.strategy())
+    }
+
+    /// This node's member entry.
+    pub fn me(&self) -> Option<&MemberConfig> {
+        self.members.iter().find(|m| m.id == self.node_id)
+    }
+
+    /// The address to bind.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.or_else(|| self.me().map(|m| m.address))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node-id = 1
+data-dir = "data"
+[tls]
+ca = "ca.pem"
+cert = "node.pem"
+key = "node.key"
+[replication]
+strategy = "simple"
+rf = 2
+[[members]]
+id = 1
+address = "127.0.0.1:7401"
+[[members]]
+id = 2
+address = "127.0.0.1:7402"
+"#;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("node.toml");
+        std::fs::write(&p, text).expect("write");
+        (dir, p)
+    }
+
+    #[test]
+    fn loads_with_defaults_and_resolves_paths() {
+        let (dir, p) = write(GOOD);
+        let cfg = NodeConfig::load(&p).expect("valid");
+        assert_eq!(cfg.data_dir, dir.path().join("data"));
+        assert_eq!(cfg.timeouts.request_ms, 2000);
+        assert_eq!(cfg.listen_addr(), Some("127.0.0.1:7401".parse().expect("addr")));
+        assert_eq!(cfg.me().map(|m| m.datacenter.as_str()), Some("dc1"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_bad_syntax_and_inconsistencies() {
+        let (_d, p) = write(&format!("{GOOD}\nbogus = 1\n"));
+        assert!(matches!(NodeConfig::load(&p), Err(ConfigError::Parse { .. })));
+        let (_d, p) = write("node-id = [");
+        assert!(matches!(NodeConfig::load(&p), Err(ConfigError::Parse { .. })));
+        let (_d, p) = write(&GOOD.replace("node-id = 1", "node-id = 9"));
+        assert!(matches!(NodeConfig::load(&p), Err(ConfigError::Invalid(_))));
+        let (_d, p) = write(&GOOD.replace("rf = 2", "rf = 3"));
+        assert!(matches!(NodeConfig::load(&p), Err(ConfigError::Invalid(_))));
+        assert!(matches!(NodeConfig::load(Path::new("/nonexistent/x.toml")), Err(ConfigError::Read { .. })));
+    }
+}

@@ -1,0 +1,19 @@
+//! The ringkv node: a leaderless replica that coordinates any client request.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration file and its validation.
+//! - [`node`]: a running node's shared state, the request handler, start-up and shutdown.
+//! - [`coordinator`]: coordinating puts, deletes and gets across a key's replicas.
+//! - [`levels`]: what each consistency level requires of a key's replicas.
+//! - [`failure_detector`]: heartbeat-based liveness of peers.
+//! - [`local_store`]: the storage engine behind a batching writer thread and the blocking pool.
+//!
+//! A request flows: transport (proto) -> [`node::Node`] handler -> [`coordinator`] -> replica
+//! requests to peers (or [`local_store`] for this node) -> answer when the level is met.
+
+pub mod config;
+pub mod coordinator;
+pub mod failure_detector;
+pub mod levels;
+pub mod local_store;
+pub mod node;

@@ -1,0 +1,110 @@
+//! The node's access to its storage engine, kept off the async runtime. Writes go to one
+//! dedicated writer thread that drains its queue and applies everything queued in one engine
+//! batch (one RocksDB WriteBatch), so a burst of replica writes costs one WAL append. Reads run on
+//! tokio's blocking pool.
+
+use proto::Record;
+use std::sync::Arc;
+use storage::{Engine, StorageError, Write};
+use tokio::sync::{mpsc, oneshot};
+use tracing::error;
+
+/// Most writes applied in one batch.
+const MAX_BATCH: usize = 1024;
+
+struct Job {
+    write: Write,
+    done: oneshot::Sender<Result<bool, String>>,
+}
+
+/// Handle to the engine and its writer thread.
+#[derive(Clone)]
+pub struct LocalStore {
+    engine: Arc<dyn Engine>,
+    tx: mpsc::Sender<Job>,
+}
+
+/// A local storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalStoreError {
+    /// The engine reported an error.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The writer thread is gone (shutting down).
+    #[error("storage writer stopped")]
+    Stopped,
+}
+
+impl From<StorageError> for LocalStoreError {
+    fn from(e: StorageError) -> Self {
+        LocalStoreError::Storage(e.to_string())
+    }
+}
+
+impl LocalStore {
+    /// Starts the writer thread. The queue holds at most `queue` writes; writers wait beyond that.
+    pub fn start(engine: Arc<dyn Engine>, queue: usize) -> std::io::Result<(LocalStore, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel(queue);
+        let e = engine.clone();
+        let handle = std::thread::Builder::new().name("storage-writer".into()).spawn(move || writer(e, rx))?;
+        Ok((LocalStore { engine, tx }, handle))
+    }
+
+    /// The engine (for blocking callers).
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// Applies one write (last-write-wins). `Ok(true)` if it was newer and stored.
+    pub async fn apply(&self, key: Vec<u8>, record: Record) -> Result<bool, LocalStoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx.send(Job { write: Write { key, record }, done }).await.map_err(|_| LocalStoreError::Stopped)?;
+        rx.await.map_err(|_| LocalStoreError::Stopped)?.map_err(LocalStoreError::Storage)
+    }
+
+    /// Reads the local record of a key, tombstones included.
+    pub async fn get(&self, key: Vec<u8>) -> Result<Option<Record>, LocalStoreError> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.get(&key))
+            .await
+            .map_err(|_| LocalStoreError::Stopped)?
+            .map_err(LocalStoreError::from)
+    }
+}
+
+fn writer(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut writes: Vec<Write> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut dones = Vec::with_capacity(jobs.len());
+        for j in jobs.drain(..) {
+            writes.push(j.write);
+            dones.push(j.done);
+        }
+        match engine.apply(&writes) {
+            Ok(applied) => {
+                for (done, a) in dones.into_iter().zip(applied) {
+                    let _ = done.send(Ok(a));
+                }
+            }
+            Err(e) => {
+                error!(error = %e, batch = writes.len(), "storage batch failed");
+                let msg = e.to_string();
+                for done in dones {
+                    let _ = done.send(Err(msg.clone()));
+                }
+            }
+        }
+        writes.clear();
+    }
+    if let Err(e) = engine.flush() {
+        error!(error = %e, "final storage flush failed");
+    }
+}

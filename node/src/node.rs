@@ -1,0 +1,306 @@
+//! A running node: its identity, ring, clock, local store, connection pool and failure detector,
+//! the request handler that routes each request to the coordinator or replica code, and start-up
+//! and graceful shutdown.
+
+use crate::config::NodeConfig;
+use crate::failure_detector::FailureDetector;
+use crate::local_store::LocalStore;
+use futures::future::BoxFuture;
+use proto::message::{MemberInfo, NodeStatus, Topology};
+use proto::tls::TlsMaterial;
+use proto::transport::{serve, server_endpoint, Caller, Pool, ServerLimits, Service};
+use proto::version::hlc_from_millis;
+use proto::{ErrorCode, ErrorReply, HybridClock, Request, Response};
+use ring::{NodeId, Ring};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use storage::Engine;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Metadata key holding the clock's persisted high-water mark.
+const CLOCK_META_KEY: &str = "hlc-high-water";
+/// The clock reserves this far ahead of what it has issued, and renews the reservation every
+/// second, so a restarted node starts above everything it ever issued.
+const CLOCK_RESERVE_MS: u64 = 10_000;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Certificates could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] proto::tls::TlsError),
+    /// The endpoint could not be created.
+    #[error(transparent)]
+    Transport(#[from] proto::transport::TransportError),
+    /// Storage failed at start-up.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// Threads could not be started.
+    #[error("cannot start threads: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a node shares between its tasks.
+pub struct Node {
+    /// This node's id.
+    pub id: NodeId,
+    /// This node's datacenter.
+    pub datacenter: String,
+    /// The configuration it runs with.
+    pub cfg: NodeConfig,
+    /// Replica placement.
+    pub ring: Ring,
+    /// Member addresses.
+    pub addrs: HashMap<NodeId, SocketAddr>,
+    /// Member datacenters.
+    pub dcs: HashMap<NodeId, String>,
+    /// Issues versions.
+    pub clock: HybridClock,
+    /// Local storage.
+    pub store: LocalStore,
+    /// Connections to peers.
+    pub pool: Pool,
+    /// Who is up.
+    pub detector: FailureDetector,
+    /// Client requests coordinated.
+    pub coordinated: AtomicU64,
+    in_flight: AtomicU64,
+    started: Instant,
+    topology: Topology,
+}
+
+impl Node {
+    /// The datacenter of a member ("" for an unknown id).
+    pub fn dc_of(&self, id: NodeId) -> &str {
+        self.dcs.get(&id).map(String::as_str).unwrap_or("")
+    }
+
+    /// The request timeout ceiling from the configuration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.timeouts.request_ms)
+    }
+
+    async fn handle(self: Arc<Self>, req: Request, deadline: Instant) -> Response {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _guard = InFlight(&self.in_flight);
+        let deadline = deadline.min(Instant::now() + self.request_timeout());
+        match req {
+            Request::Put { key, value, consistency } => {
+                self.coordinated.fetch_add(1, Ordering::Relaxed);
+                self.coordinate_write(key, Some(value), consistency, deadline).await
+            }
+            Request::Delete { key, consistency } => {
+                self.coordinated.fetch_add(1, Ordering::Relaxed);
+                self.coordinate_write(key, None, consistency, deadline).await
+            }
+            Request::Get { key, consistency } => {
+                self.coordinated.fetch_add(1, Ordering::Relaxed);
+                self.coordinate_read(key, consistency, deadline).await
+            }
+            Request::Topology => Response::Topology(self.topology.clone()),
+            Request::Status => Response::Status(self.status()),
+            Request::Ping { from, hlc } => {
+                if let Err(e) = self.clock.observe(hlc) {
+                    warn!(peer = from, error = %e, "heartbeat clock refused");
+                }
+                self.detector.record_ok(from);
+                Response::Pong { from: self.id, hlc: self.clock.peek() }
+            }
+            Request::ReplicaWrite { key, record } => self.replica_write(key, record).await,
+            Request::ReplicaRead { key } => self.replica_read(key).await,
+        }
+    }
+
+    async fn replica_write(&self, key: Vec<u8>, record: proto::Record) -> Response {
+        if let Err(e) = self.clock.observe(record.version.hlc) {
+            return Response::Error(ErrorReply::new(ErrorCode::ClockSkew, e.to_string()));
+        }
+        match self.store.apply(key, record).await {
+            Ok(applied) => Response::ReplicaAck { applied },
+            Err(e) => Response::Error(ErrorReply::new(ErrorCode::Internal, e.to_string())),
+        }
+    }
+
+    async fn replica_read(&self, key: Vec<u8>) -> Response {
+        match self.store.get(key).await {
+            Ok(record) => Response::ReplicaRecord { record },
+            Err(e) => Response::Error(ErrorReply::new(ErrorCode::Internal, e.to_string())),
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        NodeStatus {
+            id: self.id,
+            datacenter: self.datacenter.clone(),
+            uptime_s: self.started.elapsed().as_secs(),
+            peers: self.detector.snapshot(),
+            coordinated: self.coordinated.load(Ordering::Relaxed),
+            records: self.store.engine().approximate_len(),
+        }
+    }
+
+    /// Pings every peer forever, marking answers in the failure detector.
+    async fn heartbeat(self: Arc<Self>, peer: NodeId) {
+        let Some(&addr) = self.addrs.get(&peer) else { return };
+        let every = Duration::from_millis(self.cfg.timeouts.heartbeat_ms);
+        let timeout = Duration::from_millis(self.cfg.timeouts.down_after_ms);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let ping = Request::Ping { from: self.id, hlc: self.clock.peek() };
+            if let Ok(Response::Pong { from, hlc }) = self.pool.call(addr, ping, timeout).await {
+                if from == peer {
+                    self.detector.record_ok(peer);
+                    let _ = self.clock.observe(hlc);
+                }
+            }
+        }
+    }
+
+    /// Persists a clock reservation ahead of anything issued so far.
+    fn reserve_clock(&self) -> Result<(), storage::StorageError> {
+        let reserve = hlc_from_millis((self.clock.peek() >> proto::version::HLC_LOGICAL_BITS).max(proto::version::wall_millis()) + CLOCK_RESERVE_MS);
+        self.store.engine().put_meta(CLOCK_META_KEY, &reserve.to_be_bytes())
+    }
+}
+
+/// Decrements the in-flight count when a request ends, however it ends.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct NodeService(Arc<Node>);
+
+impl Service for NodeService {
+    fn handle(&self, _caller: Caller, request: Request, deadline: Instant) -> BoxFuture<'static, Response> {
+        // The transport already refused replica requests from non-node certificates.
+        Box::pin(self.0.clone().handle(request, deadline))
+    }
+}
+
+/// A started node.
+pub struct RunningNode {
+    /// Shared state.
+    pub node: Arc<Node>,
+    /// The bound address.
+    pub addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+fn load_clock_floor(engine: &dyn Engine) -> Result<u64, StartError> {
+    let raw = engine.get_meta(CLOCK_META_KEY).map_err(|e| StartError::Storage(e.to_string()))?;
+    Ok(raw.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(u64::from_be_bytes).unwrap_or(0))
+}
+
+/// Starts a node on `engine` with `cfg`: binds the endpoint, starts the writer thread, the
+/// heartbeats and the server loop.
+pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNode, StartError> {
+    cfg.validate()?;
+    let ring = cfg.ring().map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
+    let tls = TlsMaterial::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
+    let listen = cfg
+        .listen_addr()
+        .ok_or_else(|| crate::config::ConfigError::Invalid("no listen address".into()))?;
+    let endpoint = server_endpoint(listen, &tls)?;
+    let addr = endpoint.local_addr()?;
+    let floor = load_clock_floor(engine.as_ref())?;
+    let (store, writer) = LocalStore::start(engine, cfg.limits.write_queue)?;
+    let members: Vec<MemberInfo> = cfg
+        .members
+        .iter()
+        .map(|m| MemberInfo { member: m.member(), addr: m.address.to_string() })
+        .collect();
+    let me = cfg.me().cloned().ok_or_else(|| crate::config::ConfigError::Invalid("node not in members".into()))?;
+    let node = Arc::new(Node {
+        id: cfg.node_id,
+        datacenter: me.datacenter.clone(),
+        ring,
+        addrs: cfg.members.iter().map(|m| (m.id, m.address)).collect(),
+        dcs: cfg.members.iter().map(|m| (m.id, m.datacenter.clone())).collect(),
+        clock: HybridClock::new(floor, cfg.timeouts.max_clock_ahead_ms),
+        store,
+        pool: Pool::new(endpoint.clone(), Duration::from_millis(cfg.timeouts.connect_ms)),
+        detector: FailureDetector::new(cfg.node_id, cfg.members.iter().map(|m| m.id), Duration::from_millis(cfg.timeouts.down_after_ms)),
+        coordinated: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        started: Instant::now(),
+        topology: Topology { cluster: cfg.cluster_name.clone(), members, strategy: cfg.replication.strategy() },
+        cfg,
+    });
+    node.reserve_clock().map_err(|e| StartError::Storage(e.to_string()))?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let limits = ServerLimits {
+        max_client_requests: node.cfg.limits.max_client_requests,
+        max_internal_requests: node.cfg.limits.max_internal_requests,
+    };
+    let mut tasks = vec![tokio::spawn(serve(endpoint.clone(), Arc::new(NodeService(node.clone())), limits, shutdown_rx))];
+    for peer in node.detector.peers().collect::<Vec<_>>() {
+        tasks.push(tokio::spawn(node.clone().heartbeat(peer)));
+    }
+    let n = node.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let n2 = n.clone();
+            let res = tokio::task::spawn_blocking(move || n2.reserve_clock()).await;
+            if !matches!(res, Ok(Ok(()))) {
+                warn!("could not persist the clock reservation");
+            }
+        }
+    }));
+    info!(node = node.id, %addr, "node started");
+    Ok(RunningNode { node, addr, endpoint, shutdown, tasks, writer })
+}
+
+impl RunningNode {
+    /// Stops accepting requests, lets those in flight finish (up to the configured grace), stops
+    /// the writer thread (which flushes storage) and persists the clock.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let grace = Duration::from_millis(self.node.cfg.timeouts.shutdown_grace_ms);
+        let drained = tokio::time::timeout(grace, async {
+            while self.node.in_flight.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!("shutdown grace expired with requests in flight");
+        }
+        self.endpoint.close(0u32.into(), b"shutting down");
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self.node.reserve_clock() {
+            warn!(error = %e, "could not persist the clock at shutdown");
+        }
+        // Dropping the last handle to the store closes the writer's queue; it then flushes and
+        // exits. Requests still running hold handles too, so the wait is bounded.
+        drop(self.node);
+        let writer = self.writer;
+        let joined = tokio::time::timeout(grace, tokio::task::spawn_blocking(move || writer.join())).await;
+        if joined.is_err() {
+            warn!("storage writer did not stop in time");
+        }
+        info!("node stopped");
+    }
+}

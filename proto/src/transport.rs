@@ -1,0 +1,440 @@
+//! QUIC transport on quinn. One long-lived connection per peer pair; on it, a [`Channel`]
+//! multiplexes many requests over one bidirectional stream, matching replies by request id.
+//! Writers coalesce: they drain every frame queued so far into one buffer and write it at once,
+//! so a burst of requests costs one stream write, never a timer wait.
+//!
+//! The server side ([`serve`]) accepts connections, learns each peer's [`Role`] from its verified
+//! certificate, reads frames from every stream the peer opens and hands requests to a [`Service`].
+
+use crate::codec::{decode_body, encode_into, read_frame, CodecError};
+use crate::error::{ErrorCode, ErrorReply};
+use crate::message::{Request, RequestFrame, Response, ResponseFrame};
+use crate::tls::{role_of, Role, TlsError, TlsMaterial, NODE_SERVER_NAME};
+use futures::future::BoxFuture;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tracing::{debug, warn};
+
+/// Frames queued for one stream writer before senders wait.
+const WRITE_QUEUE_FRAMES: usize = 1024;
+/// A coalesced write stops growing at this many bytes.
+const COALESCE_BYTES: usize = 256 * 1024;
+/// Requests one channel may have awaiting replies.
+const CHANNEL_IN_FLIGHT: usize = 4096;
+/// After a failed connect, further connects to the same address fail fast for this long.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Transport failures (as opposed to error replies from the peer).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The QUIC endpoint could not be created.
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    /// TLS material was unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Connecting to a peer failed (refused, unreachable, handshake or certificate rejected).
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    /// The connection or stream closed before the reply arrived.
+    #[error("connection to {0} closed")]
+    Closed(SocketAddr),
+    /// No reply within the request's timeout.
+    #[error("no reply from {0} in time")]
+    Timeout(SocketAddr),
+    /// The request could not be encoded (too large).
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// Limits of a QUIC endpoint.
+fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(64u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.keep_alive_interval(Some(Duration::from_millis(1000)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(10)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t.stream_receive_window((8u32 * 1024 * 1024).into());
+    t.receive_window((16u32 * 1024 * 1024).into());
+    t.send_window(16 * 1024 * 1024);
+    t
+}
+
+fn client_config(tls: &TlsMaterial) -> Result<quinn::ClientConfig, TransportError> {
+    let crypto = QuicClientConfig::try_from(tls.client_config()?)
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config()));
+    Ok(cfg)
+}
+
+/// A server endpoint bound to `addr` that also makes outgoing connections with the same identity
+/// (a node talks to its peers from its own endpoint).
+pub fn server_endpoint(addr: SocketAddr, tls: &TlsMaterial) -> Result<quinn::Endpoint, TransportError> {
+    let crypto = QuicServerConfig::try_from(tls.server_config()?).map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport_config()));
+    let mut ep = quinn::Endpoint::server(server, addr).map_err(|source| TransportError::Bind { addr, source })?;
+    ep.set_default_client_config(client_config(tls)?);
+    Ok(ep)
+}
+
+/// A client-only endpoint on an ephemeral local port.
+pub fn client_endpoint(tls: &TlsMaterial) -> Result<quinn::Endpoint, TransportError> {
+    let addr: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut ep = quinn::Endpoint::client(addr).map_err(|source| TransportError::Bind { addr, source })?;
+    ep.set_default_client_config(client_config(tls)?);
+    Ok(ep)
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+/// One multiplexed request stream on a connection to a peer.
+pub struct Channel {
+    addr: SocketAddr,
+    conn: quinn::Connection,
+    tx: mpsc::Sender<Vec<u8>>,
+    pending: Pending,
+    next_id: AtomicU64,
+    closed: Arc<AtomicBool>,
+    in_flight: Semaphore,
+}
+
+impl Channel {
+    /// Connects to `addr` (handshake bounded by `timeout`) and opens the request stream.
+    pub async fn open(endpoint: &quinn::Endpoint, addr: SocketAddr, timeout: Duration) -> Result<Channel, TransportError> {
+        let err = |reason: String| TransportError::Connect { addr, reason };
+        let connecting = endpoint.connect(addr, NODE_SERVER_NAME).map_err(|e| err(e.to_string()))?;
+        let conn = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| err("handshake timed out".into()))?
+            .map_err(|e| err(e.to_string()))?;
+        let (send, recv) = conn.open_bi().await.map_err(|e| err(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_FRAMES);
+        let pending: Pending = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(write_loop(send, rx, closed.clone()));
+        tokio::spawn(read_replies(addr, recv, pending.clone(), closed.clone()));
+        Ok(Channel {
+            addr,
+            conn,
+            tx,
+            pending,
+            next_id: AtomicU64::new(1),
+            closed,
+            in_flight: Semaphore::new(CHANNEL_IN_FLIGHT),
+        })
+    }
+
+    /// Whether the connection is gone (a new channel must be opened).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed) || self.conn.close_reason().is_some()
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends a request and waits up to `timeout` for its reply.
+    pub async fn call(&self, body: Request, timeout: Duration) -> Result<Response, TransportError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _permit = tokio::time::timeout_at(deadline, self.in_flight.acquire())
+            .await
+            .map_err(|_| TransportError::Timeout(self.addr))?
+            .map_err(|_| TransportError::Closed(self.addr))?;
+        if self.is_closed() {
+            return Err(TransportError::Closed(self.addr));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        let mut frame = Vec::new();
+        encode_into(&RequestFrame { id, timeout_ms, body }, &mut frame)?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        lock(&self.pending).insert(id, reply_tx);
+        let guard = PendingGuard { pending: &self.pending, id };
+        if tokio::time::timeout_at(deadline, self.tx.send(frame)).await.is_err() {
+            return Err(TransportError::Timeout(self.addr));
+        }
+        let result = match tokio::time::timeout_at(deadline, reply_rx).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(TransportError::Closed(self.addr)),
+            Err(_) => Err(TransportError::Timeout(self.addr)),
+        };
+        drop(guard);
+        result
+    }
+}
+
+/// Removes a request's reply slot however the call ends (reply, timeout, or cancellation).
+struct PendingGuard<'a> {
+    pending: &'a Pending,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).remove(&self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Drains queued frames into one buffer per write: no timer, just whatever is already queued.
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Vec<u8>>, closed: Arc<AtomicBool>) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&first);
+        while buf.len() < COALESCE_BYTES {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = send.write_all(&buf).await {
+            debug!(error = %e, "stream write failed");
+            break;
+        }
+    }
+    closed.store(true, Ordering::Relaxed);
+    let _ = send.finish();
+}
+
+async fn read_replies(addr: SocketAddr, mut recv: quinn::RecvStream, pending: Pending, closed: Arc<AtomicBool>) {
+    let mut buf = Vec::new();
+    loop {
+        match read_frame(&mut recv, &mut buf).await {
+            Ok(true) => match decode_body::<ResponseFrame>(&buf) {
+                Ok(frame) => {
+                    if let Some(tx) = lock(&pending).remove(&frame.id) {
+                        let _ = tx.send(frame.body);
+                    }
+                }
+                Err(e) => {
+                    warn!(%addr, error = %e, "undecodable reply; closing channel");
+                    break;
+                }
+            },
+            Ok(false) => break,
+            Err(e) => {
+                debug!(%addr, error = %e, "reply stream ended");
+                break;
+            }
+        }
+    }
+    closed.store(true, Ordering::Relaxed);
+    // Dropping the senders wakes every waiting caller with `Closed`.
+    lock(&pending).clear();
+}
+
+/// Channels to many peers, opened on first use and reopened after a failure.
+pub struct Pool {
+    endpoint: quinn::Endpoint,
+    connect_timeout: Duration,
+    slots: Mutex<HashMap<SocketAddr, Arc<Slot>>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    channel: tokio::sync::Mutex<Option<Arc<Channel>>>,
+    failed_at: Mutex<Option<Instant>>,
+}
+
+impl Pool {
+    /// A pool making connections from `endpoint`.
+    pub fn new(endpoint: quinn::Endpoint, connect_timeout: Duration) -> Self {
+        Pool { endpoint, connect_timeout, slots: Mutex::default() }
+    }
+
+    /// The endpoint connections are made from.
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    /// A live channel to `addr`, connecting if needed. Fails fast for a short while after a
+    /// failed connect, so requests to a dead peer do not each wait for a handshake timeout.
+    pub async fn channel(&self, addr: SocketAddr) -> Result<Arc<Channel>, TransportError> {
+        let slot = lock(&self.slots).entry(addr).or_default().clone();
+        if let Some(at) = *lock(&slot.failed_at) {
+            if at.elapsed() < RECONNECT_BACKOFF {
+                return Err(TransportError::Connect { addr, reason: "recent connect failed".into() });
+            }
+        }
+        let mut guard = slot.channel.lock().await;
+        if let Some(ch) = guard.as_ref() {
+            if !ch.is_closed() {
+                return Ok(ch.clone());
+            }
+        }
+        match Channel::open(&self.endpoint, addr, self.connect_timeout).await {
+            Ok(ch) => {
+                let ch = Arc::new(ch);
+                *guard = Some(ch.clone());
+                *lock(&slot.failed_at) = None;
+                Ok(ch)
+            }
+            Err(e) => {
+                *guard = None;
+                *lock(&slot.failed_at) = Some(Instant::now());
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends one request to `addr` over its pooled channel.
+    pub async fn call(&self, addr: SocketAddr, body: Request, timeout: Duration) -> Result<Response, TransportError> {
+        let ch = tokio::time::timeout(timeout, self.channel(addr))
+            .await
+            .map_err(|_| TransportError::Timeout(addr))??;
+        ch.call(body, timeout).await
+    }
+}
+
+/// Who sent a request, as its certificate says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The caller's role.
+    pub role: Role,
+    /// The caller's address.
+    pub addr: SocketAddr,
+}
+
+/// What answers requests on a server endpoint.
+pub trait Service: Send + Sync + 'static {
+    /// Answers one request. `deadline` is when the caller stops waiting.
+    fn handle(&self, caller: Caller, request: Request, deadline: Instant) -> BoxFuture<'static, Response>;
+}
+
+/// Bounds on the work a server accepts at once.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLimits {
+    /// Client requests being coordinated at once; more are refused with `Overloaded`.
+    pub max_client_requests: usize,
+    /// Replica-internal requests being served at once; more are refused with `Overloaded`.
+    pub max_internal_requests: usize,
+}
+
+struct ServerShared<S> {
+    service: Arc<S>,
+    client_permits: Arc<Semaphore>,
+    internal_permits: Arc<Semaphore>,
+}
+
+/// Accepts connections on `endpoint` and serves them until `shutdown` turns true.
+pub async fn serve<S: Service>(endpoint: quinn::Endpoint, service: Arc<S>, limits: ServerLimits, mut shutdown: watch::Receiver<bool>) {
+    let shared = Arc::new(ServerShared {
+        service,
+        client_permits: Arc::new(Semaphore::new(limits.max_client_requests)),
+        internal_permits: Arc::new(Semaphore::new(limits.max_internal_requests)),
+    });
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                tokio::spawn(serve_connection(incoming, shared.clone()));
+            }
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { break; }
+            }
+        }
+    }
+}
+
+async fn serve_connection<S: Service>(incoming: quinn::Incoming, shared: Arc<ServerShared<S>>) {
+    let addr = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            // Wrong or missing certificates end here: the handshake refused the peer.
+            warn!(%addr, error = %e, "refused connection");
+            return;
+        }
+    };
+    let role = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .map(|chain| role_of(&chain))
+        .unwrap_or(Role::Client);
+    let caller = Caller { role, addr };
+    debug!(%addr, ?role, "connection accepted");
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        tokio::spawn(serve_stream(caller, send, recv, shared.clone()));
+    }
+}
+
+async fn serve_stream<S: Service>(caller: Caller, send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Arc<ServerShared<S>>) {
+    let closed = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE_FRAMES);
+    tokio::spawn(write_loop(send, rx, closed));
+    let mut buf = Vec::new();
+    loop {
+        match read_frame(&mut recv, &mut buf).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                warn!(addr = %caller.addr, error = %e, "bad frame; closing stream");
+                let _ = reply(&tx, 0, malformed(&e)).await;
+                break;
+            }
+        }
+        let frame = match decode_body::<RequestFrame>(&buf) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(addr = %caller.addr, error = %e, "undecodable request; closing stream");
+                let _ = reply(&tx, 0, malformed(&e)).await;
+                break;
+            }
+        };
+        dispatch(caller, frame, &shared, &tx).await;
+    }
+}
+
+fn malformed(e: &CodecError) -> Response {
+    Response::Error(ErrorReply::new(ErrorCode::Malformed, e.to_string()))
+}
+
+async fn dispatch<S: Service>(caller: Caller, frame: RequestFrame, shared: &Arc<ServerShared<S>>, tx: &mpsc::Sender<Vec<u8>>) {
+    let RequestFrame { id, timeout_ms, body } = frame;
+    if body.is_internal() && caller.role != Role::Node {
+        let err = ErrorReply::new(ErrorCode::Unauthorized, "replica requests need a node certificate");
+        let _ = reply(tx, id, Response::Error(err)).await;
+        return;
+    }
+    let permits = if body.is_internal() { &shared.internal_permits } else { &shared.client_permits };
+    let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let err = ErrorReply::new(ErrorCode::Overloaded, "too many requests in flight on this node");
+        let _ = reply(tx, id, Response::Error(err)).await;
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+    let fut = shared.service.handle(caller, body, deadline);
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let resp = fut.await;
+        drop(permit);
+        if Instant::now() < deadline {
+            let _ = reply(&tx, id, resp).await;
+        }
+    });
+}
+
+async fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, body: Response) -> Result<(), ()> {
+    let mut out = Vec::new();
+    if let Err(e) = encode_into(&ResponseFrame { id, body }, &mut out) {
+        warn!(error = %e, "reply could not be encoded");
+        let err = ErrorReply::new(ErrorCode::Internal, format!("reply could not be encoded: {e}"));
+        out.clear();
+        encode_into(&ResponseFrame { id, body: Response::Error(err) }, &mut out).map_err(|_| ())?;
+    }
+    tx.send(out).await.map_err(|_| ())
+}
