@@ -293,9 +293,23 @@ impl RunningNode {
         if let Err(e) = self.node.reserve_clock() {
             warn!(error = %e, "could not persist the clock at shutdown");
         }
+        // Connection tasks end once the endpoint is closed; wait for them so the socket is
+        // released and the last handle to the store goes away.
+        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+        let node = self.node;
+        let released = tokio::time::timeout(grace, async {
+            while Arc::strong_count(&node) > 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        if released.is_err() {
+            warn!("requests still hold the node after the grace period");
+        }
         // Dropping the last handle to the store closes the writer's queue; it then flushes and
-        // exits. Requests still running hold handles too, so the wait is bounded.
-        drop(self.node);
+        // exits.
+        drop(node);
+        drop(self.endpoint);
         let writer = self.writer;
         let joined = tokio::time::timeout(grace, tokio::task::spawn_blocking(move || writer.join())).await;
         if joined.is_err() {
