@@ -1,0 +1,246 @@
+//! RocksDB-only tests: what is on disk after a reopen, and damaged or foreign databases (corrupt
+//! values, newer formats, unknown column families) giving clear errors instead of panics.
+
+use proto::{Record, Version};
+use ring::TokenRange;
+use std::path::Path;
+use storage::encoding::{data_key, DB_FORMAT, FORMAT_KEY};
+use storage::rocks::{CF_DATA, CF_META, CF_NAMES};
+use storage::{Engine, RocksEngine, RocksOptions, StorageError, Write};
+
+fn open(path: &Path) -> Result<RocksEngine, StorageError> {
+    RocksEngine::open(path, RocksOptions::default())
+}
+
+fn put(key: &[u8], hlc: u64, value: Option<&[u8]>) -> Write {
+    Write {
+        key: key.to_vec(),
+        record: Record {
+            version: Version { hlc, node: 1 },
+            value: value.map(<[u8]>::to_vec),
+        },
+    }
+}
+
+/// Opens the database with plain rocksdb (every column family) to tamper with it.
+fn raw(path: &Path) -> rocksdb::DB {
+    let opts = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&opts, path).unwrap();
+    rocksdb::DB::open_cf(&opts, path, cfs).unwrap()
+}
+
+const WHOLE_RING: TokenRange = TokenRange { start: 0, end: 0 };
+
+#[test]
+fn reopen_finds_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    {
+        let e = RocksEngine::open(
+            dir.path(),
+            RocksOptions {
+                sync_writes: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for batch in 0..20u64 {
+            let writes: Vec<Write> = (0..50u64)
+                .map(|i| {
+                    let key = format!("k{}", (batch * 50 + i) % 700).into_bytes();
+                    if i % 7 == 0 {
+                        put(&key, batch + 1, None)
+                    } else {
+                        put(&key, batch + 1, Some(format!("v{batch}").as_bytes()))
+                    }
+                })
+                .collect();
+            e.apply(&writes).unwrap();
+            expected.extend(writes);
+        }
+        e.put_meta("hlc", b"42").unwrap();
+        e.flush().unwrap();
+    }
+    let mut newest = std::collections::HashMap::new();
+    for w in expected {
+        newest.insert(w.key, w.record);
+    }
+    assert!(newest.values().any(Record::is_tombstone));
+    let e = open(dir.path()).unwrap();
+    for (k, r) in &newest {
+        assert_eq!(e.get(k).unwrap().as_ref(), Some(r), "key {k:?}");
+    }
+    assert_eq!(
+        e.scan(WHOLE_RING, None, usize::MAX).unwrap().len(),
+        newest.len()
+    );
+    assert_eq!(e.get_meta("hlc").unwrap(), Some(b"42".to_vec()));
+}
+
+#[test]
+fn corrupt_values_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = open(dir.path()).unwrap();
+        e.apply(&[put(b"good", 1, Some(b"fine"))]).unwrap();
+    }
+    {
+        let db = raw(dir.path());
+        let data = db.cf_handle(CF_DATA).unwrap();
+        db.put_cf(data, data_key(b"garbage"), b"\x07not a record")
+            .unwrap();
+        db.put_cf(data, data_key(b"truncated"), [1u8, 0, 0, 0])
+            .unwrap();
+        db.put_cf(data, data_key(b"empty"), b"").unwrap();
+    }
+    let e = open(dir.path()).unwrap();
+    for key in [&b"garbage"[..], b"truncated", b"empty"] {
+        match e.get(key) {
+            Err(StorageError::Corrupt { key: k, reason }) => {
+                assert_eq!(k, key);
+                assert!(!reason.is_empty());
+            }
+            other => panic!("get {key:?}: {other:?}"),
+        }
+        // Writing over a corrupt record is refused too (its version is unknown).
+        assert!(matches!(
+            e.apply(&[put(key, 9, Some(b"x"))]),
+            Err(StorageError::Corrupt { .. })
+        ));
+    }
+    assert_eq!(
+        e.get(b"good").unwrap().unwrap().value,
+        Some(b"fine".to_vec())
+    );
+    assert!(matches!(
+        e.scan(WHOLE_RING, None, 100),
+        Err(StorageError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn short_data_key_is_corrupt_in_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()).unwrap());
+    {
+        let db = raw(dir.path());
+        let data = db.cf_handle(CF_DATA).unwrap();
+        db.put_cf(data, b"abc", b"whatever").unwrap();
+    }
+    let e = open(dir.path()).unwrap();
+    match e.scan(WHOLE_RING, None, 10) {
+        Err(StorageError::Corrupt { key, .. }) => assert_eq!(key, b"abc"),
+        other => panic!("{other:?}"),
+    }
+    // A range whose key span does not reach the short key (first byte 0x61 < 0x80) still works.
+    let range = TokenRange {
+        start: u64::MAX / 2,
+        end: u64::MAX - 1,
+    };
+    e.apply(&[put(b"fine", 1, Some(b"v"))]).unwrap();
+    assert!(e.scan(range, None, 10).is_ok());
+}
+
+#[test]
+fn newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()).unwrap());
+    {
+        let db = raw(dir.path());
+        let meta = db.cf_handle(CF_META).unwrap();
+        assert_eq!(db.get_cf(meta, FORMAT_KEY).unwrap(), Some(vec![DB_FORMAT]));
+        db.put_cf(meta, FORMAT_KEY, [DB_FORMAT + 1]).unwrap();
+    }
+    match open(dir.path()) {
+        Err(StorageError::NewerFormat { found, supported }) => {
+            assert_eq!((found, supported), (DB_FORMAT + 1, DB_FORMAT));
+            let msg = StorageError::NewerFormat { found, supported }.to_string();
+            assert!(msg.contains("newer"), "{msg}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn garbage_format_marker_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()).unwrap());
+    {
+        let db = raw(dir.path());
+        let meta = db.cf_handle(CF_META).unwrap();
+        db.put_cf(meta, FORMAT_KEY, b"one").unwrap();
+    }
+    assert!(matches!(
+        open(dir.path()),
+        Err(StorageError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn user_meta_named_format_does_not_touch_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = open(dir.path()).unwrap();
+        e.put_meta("format", &[255]).unwrap();
+    }
+    let e = open(dir.path()).unwrap();
+    assert_eq!(e.get_meta("format").unwrap(), Some(vec![255]));
+}
+
+#[test]
+fn unknown_column_families_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()).unwrap());
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_missing_column_families(true);
+        let mut cfs: Vec<&str> = CF_NAMES.to_vec();
+        cfs.push("future");
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), cfs).unwrap();
+        db.put_cf(db.cf_handle("future").unwrap(), b"x", b"y")
+            .unwrap();
+    }
+    {
+        let e = open(dir.path()).unwrap();
+        e.apply(&[put(b"k", 1, Some(b"v"))]).unwrap();
+    }
+    let db = raw(dir.path());
+    assert_eq!(
+        db.get_cf(db.cf_handle("future").unwrap(), b"x").unwrap(),
+        Some(b"y".to_vec())
+    );
+}
+
+#[test]
+fn missing_column_families_are_created() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A database with only the default column family.
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        drop(rocksdb::DB::open(&opts, dir.path()).unwrap());
+    }
+    let e = open(dir.path()).unwrap();
+    e.apply(&[put(b"k", 1, Some(b"v"))]).unwrap();
+    drop(e);
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    for name in CF_NAMES {
+        assert!(cfs.iter().any(|c| c == name), "{name} missing from {cfs:?}");
+    }
+}
+
+#[test]
+fn unusable_path_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    assert!(open(&file).is_err());
+    assert!(open(&file.join("below")).is_err());
+}
+
+#[test]
+fn a_second_open_of_the_same_path_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path()).unwrap();
+    assert!(matches!(open(dir.path()), Err(StorageError::Rocks(_))));
+}
