@@ -1,0 +1,388 @@
+//! `ringkv cluster up/down/status/stop-node/start-node`: the command-line face of the
+//! [`LocalCluster`] launcher. Each command prints text or one JSON object and returns its exit
+//! status.
+
+use crate::cli::{ClusterCommand, UpArgs};
+use crate::cluster_dir::{ClusterDir, ClusterError, CreateOptions, ENV_CLUSTER_DIR};
+use crate::launcher::{find_node_binary, LocalCluster, NodeReport, Started, StopSignal};
+use crate::output::Output;
+use ring::NodeId;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Runs one `ringkv cluster` subcommand and returns its exit status.
+pub async fn run(dir: Option<&Path>, out: Output, cmd: ClusterCommand) -> i32 {
+    let result = match cmd {
+        ClusterCommand::Up(args) => up(dir, out, args).await,
+        ClusterCommand::Down { purge } => down(dir, out, purge),
+        ClusterCommand::Status => status(dir, out).await,
+        ClusterCommand::StopNode { id, kill } => stop_node(dir, out, id, kill),
+        ClusterCommand::StartNode {
+            id,
+            node_bin,
+            timeout_secs,
+        } => start_node(dir, out, id, node_bin, Duration::from_secs(timeout_secs)).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => report_error(out, &e),
+    }
+}
+
+/// Reports a failure; a node that did not become ready also shows the tail of its log.
+fn report_error(out: Output, err: &ClusterError) -> i32 {
+    let ClusterError::NotReady {
+        node,
+        log,
+        log_tail,
+        ..
+    } = err
+    else {
+        return out.cluster_error(err);
+    };
+    if out.json {
+        let mut extra = Map::new();
+        extra.insert("node".into(), json!(node));
+        extra.insert("log".into(), json!(log.display().to_string()));
+        extra.insert("log_tail".into(), json!(log_tail));
+        return out.fail(err.kind(), &err.to_string(), err.exit_code(), extra);
+    }
+    eprintln!("error: {err}");
+    eprintln!("--- last lines of {} ---", log.display());
+    eprintln!(
+        "{}",
+        if log_tail.is_empty() {
+            "(empty)"
+        } else {
+            log_tail
+        }
+    );
+    eprintln!("---");
+    eprintln!("nodes that started keep running: `ringkv cluster status` shows them, `ringkv cluster down` stops them");
+    err.exit_code()
+}
+
+async fn up(dir: Option<&Path>, out: Output, args: UpArgs) -> Result<i32, ClusterError> {
+    let cluster_dir = ClusterDir::resolve(dir)?;
+    let defaults = CreateOptions::default();
+    let opts = CreateOptions {
+        name: args.name.clone().unwrap_or(defaults.name),
+        nodes: args.nodes.unwrap_or(defaults.nodes),
+        datacenters: args.datacenters.unwrap_or(defaults.datacenters),
+        rf: args.rf.unwrap_or(defaults.rf),
+        vnodes: args.vnodes.unwrap_or(defaults.vnodes),
+        base_port: args.base_port.unwrap_or(defaults.base_port),
+    };
+    // Resolved first, so a missing binary does not leave a fresh cluster directory behind.
+    let node_bin = find_node_binary(args.node_bin.as_deref())?;
+    let (cluster, created) = LocalCluster::open_or_create(cluster_dir, &opts)?;
+    let cluster = cluster.with_node_bin(node_bin);
+    let ignored = layout_flags(&args);
+    if !created && !ignored.is_empty() {
+        eprintln!(
+            "note: a cluster already exists in {}; ignoring {} (`ringkv cluster down --purge` removes it)",
+            cluster.dir().root().display(),
+            ignored.join(", ")
+        );
+    }
+    let started = cluster.start_all()?;
+    if !out.json {
+        for (id, s) in &started {
+            match s {
+                Started::Spawned(pid) => println!("node {id}: started (pid {pid})"),
+                Started::AlreadyRunning(pid) => println!("node {id}: already running (pid {pid})"),
+            }
+        }
+        println!(
+            "waiting up to {} s for every node to see every other node up...",
+            args.timeout_secs
+        );
+    }
+    cluster
+        .wait_ready(Duration::from_secs(args.timeout_secs))
+        .await?;
+    if out.json {
+        let nodes: Vec<Value> = started
+            .iter()
+            .map(|(id, s)| json!({"id": id, "pid": s.pid(), "started": matches!(s, Started::Spawned(_))}))
+            .collect();
+        out.print_json(&json!({
+            "ok": true,
+            "op": "cluster up",
+            "dir": cluster.dir().root().display().to_string(),
+            "created": created,
+            "nodes": nodes,
+        }));
+    } else {
+        print_ready(&cluster, created);
+    }
+    Ok(0)
+}
+
+/// The names of the layout flags given on the command line.
+fn layout_flags(args: &UpArgs) -> Vec<&'static str> {
+    let given = [
+        ("--nodes", args.nodes.is_some()),
+        ("--datacenters", args.datacenters.is_some()),
+        ("--rf", args.rf.is_some()),
+        ("--vnodes", args.vnodes.is_some()),
+        ("--base-port", args.base_port.is_some()),
+        ("--name", args.name.is_some()),
+    ];
+    given
+        .into_iter()
+        .filter(|(_, g)| *g)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+fn print_ready(cluster: &LocalCluster, created: bool) {
+    let file = cluster.file();
+    let root = cluster.dir().root();
+    println!(
+        "cluster {:?} is ready ({}): {} node(s), replication {}",
+        file.name,
+        if created { "created" } else { "existing" },
+        file.nodes.len(),
+        file.replication
+    );
+    for n in &file.nodes {
+        println!(
+            "  node {}  {}  {}/{}",
+            n.id, n.address, n.datacenter, n.rack
+        );
+    }
+    println!("directory: {}", root.display());
+    let is_default = ClusterDir::resolve(None).is_ok_and(|d| d.root() == root);
+    if !is_default {
+        println!("use it from other commands with:");
+        println!(
+            "  export {ENV_CLUSTER_DIR}={}    (or pass --cluster-dir to each command)",
+            root.display()
+        );
+    }
+    println!("try:");
+    println!("  ringkv put greeting hello");
+    println!("  ringkv get greeting --consistency ALL");
+    println!("  ringkv cluster status");
+    println!("  ringkv cluster stop-node 2 --kill; ringkv cluster start-node 2");
+    println!(
+        "  ringkv cluster down            (--purge also deletes the directory, data included)"
+    );
+}
+
+fn down(dir: Option<&Path>, out: Output, purge: bool) -> Result<i32, ClusterError> {
+    let cluster_dir = ClusterDir::resolve(dir)?;
+    let root = cluster_dir.root().to_path_buf();
+    if !cluster_dir.exists() {
+        if out.json {
+            out.print_json(
+                &json!({"ok": true, "op": "cluster down", "stopped": [], "purged": false}),
+            );
+        } else {
+            println!("no cluster in {}; nothing to stop", root.display());
+        }
+        return Ok(0);
+    }
+    let stopped = match LocalCluster::open(cluster_dir) {
+        Ok(cluster) => cluster.stop_all()?,
+        // A broken cluster.toml names no nodes; --purge still removes the directory it is in.
+        Err(e) if purge => {
+            eprintln!(
+                "warning: {e}; no node processes can be identified, removing the directory anyway"
+            );
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    if purge {
+        std::fs::remove_dir_all(&root).map_err(ClusterError::io(&root))?;
+    }
+    if out.json {
+        let nodes: Vec<Value> = stopped
+            .iter()
+            .map(|(id, pid)| json!({"id": id, "pid": pid}))
+            .collect();
+        out.print_json(
+            &json!({"ok": true, "op": "cluster down", "stopped": nodes, "purged": purge}),
+        );
+    } else {
+        for (id, pid) in &stopped {
+            println!("node {id}: stopped (pid {pid})");
+        }
+        if stopped.is_empty() {
+            println!("no node was running");
+        }
+        if purge {
+            println!("removed {}", root.display());
+        }
+    }
+    Ok(0)
+}
+
+async fn status(dir: Option<&Path>, out: Output) -> Result<i32, ClusterError> {
+    let cluster = LocalCluster::open(ClusterDir::resolve(dir)?)?;
+    let reports = cluster.status().await?;
+    let all_reachable = reports.iter().all(|r| r.reachable);
+    if out.json {
+        out.print_json(&json!({
+            "ok": true,
+            "op": "cluster status",
+            "cluster": cluster.file().name,
+            "dir": cluster.dir().root().display().to_string(),
+            "replication": cluster.file().replication.to_string(),
+            "all_reachable": all_reachable,
+            "nodes": reports,
+        }));
+    } else {
+        print_status_table(&cluster, &reports);
+    }
+    Ok(if all_reachable { 0 } else { 4 })
+}
+
+fn print_status_table(cluster: &LocalCluster, reports: &[NodeReport]) {
+    println!(
+        "cluster {:?} in {} (replication {})",
+        cluster.file().name,
+        cluster.dir().root().display(),
+        cluster.file().replication
+    );
+    print_row([
+        "ID",
+        "ADDRESS",
+        "DC",
+        "RACK",
+        "PID",
+        "REACHABLE",
+        "MEMBERS UP",
+        "PEERS DOWN",
+        "RECORDS",
+        "UPTIME",
+    ]);
+    for r in reports {
+        let pid = r.pid.map_or("-".to_string(), |p| p.to_string());
+        let up = r
+            .members_up()
+            .map_or("-".to_string(), |(up, all)| format!("{up}/{all}"));
+        let down = match (&r.status, r.peers_down()) {
+            (None, _) => "-".to_string(),
+            (Some(_), d) if d.is_empty() => "none".to_string(),
+            (Some(_), d) => d
+                .iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let records = r
+            .status
+            .as_ref()
+            .map_or("-".to_string(), |s| s.records.to_string());
+        let uptime = r
+            .status
+            .as_ref()
+            .map_or("-".to_string(), |s| human_duration(s.uptime_s));
+        print_row([
+            &r.id.to_string(),
+            &r.address.to_string(),
+            &r.datacenter,
+            &r.rack,
+            &pid,
+            if r.reachable { "yes" } else { "no" },
+            &up,
+            &down,
+            &records,
+            &uptime,
+        ]);
+    }
+    for r in reports.iter().filter(|r| !r.reachable) {
+        let why = r.error.as_deref().unwrap_or("no answer");
+        let process = if r.pid.is_some() {
+            "its process runs"
+        } else {
+            "its process is not running"
+        };
+        println!("node {} unreachable ({process}): {why}", r.id);
+    }
+}
+
+fn print_row(cols: [&str; 10]) {
+    let [id, addr, dc, rack, pid, reachable, up, down, records, uptime] = cols;
+    println!("{id:<4} {addr:<21} {dc:<6} {rack:<7} {pid:<8} {reachable:<9} {up:<10} {down:<10} {records:<9} {uptime}");
+}
+
+fn stop_node(dir: Option<&Path>, out: Output, id: NodeId, kill: bool) -> Result<i32, ClusterError> {
+    let cluster = LocalCluster::open(ClusterDir::resolve(dir)?)?;
+    let signal = if kill {
+        StopSignal::Kill
+    } else {
+        StopSignal::Term
+    };
+    let stopped = cluster.stop_node(id, signal)?;
+    if out.json {
+        out.print_json(&json!({"ok": true, "op": "cluster stop-node", "id": id, "pid": stopped, "was_running": stopped.is_some()}));
+    } else {
+        match stopped {
+            Some(pid) => println!(
+                "node {id}: stopped (pid {pid}, {})",
+                if kill { "SIGKILL" } else { "SIGTERM" }
+            ),
+            None => println!("node {id}: was not running"),
+        }
+    }
+    Ok(0)
+}
+
+async fn start_node(
+    dir: Option<&Path>,
+    out: Output,
+    id: NodeId,
+    node_bin: Option<PathBuf>,
+    timeout: Duration,
+) -> Result<i32, ClusterError> {
+    let mut cluster = LocalCluster::open(ClusterDir::resolve(dir)?)?;
+    if let Some(bin) = &node_bin {
+        cluster = cluster.with_node_bin(find_node_binary(Some(bin))?);
+    }
+    let started = cluster.start_node(id)?;
+    cluster.wait_nodes_ready(&[id], timeout).await?;
+    if out.json {
+        out.print_json(&json!({
+            "ok": true,
+            "op": "cluster start-node",
+            "id": id,
+            "pid": started.pid(),
+            "started": matches!(started, Started::Spawned(_)),
+        }));
+    } else {
+        match started {
+            Started::Spawned(pid) => println!("node {id}: started (pid {pid}) and answering"),
+            Started::AlreadyRunning(pid) => println!("node {id}: already running (pid {pid})"),
+        }
+    }
+    Ok(0)
+}
+
+/// `3d04h`, `2h05m`, `4m09s`, `12s`.
+fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s:02}s"),
+        (0, _, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_uptime() {
+        assert_eq!(human_duration(12), "12s");
+        assert_eq!(human_duration(249), "4m09s");
+        assert_eq!(human_duration(7500), "2h05m");
+        assert_eq!(human_duration(3 * 86_400 + 4 * 3600), "3d04h");
+    }
+}

@@ -1,0 +1,34 @@
+//! The ringkv client library and the `ringkv` command-line tool.
+//!
+//! A [`Client`] connects to any node of a cluster, learns the topology and sends each request to
+//! a replica of its key, at the consistency level the caller chooses. Around it sit the pieces of
+//! the `ringkv` binary: a launcher for local clusters of real `ringkv-node` processes (also used
+//! by integration tests and the jepsen harness), the data commands and a benchmark.
+//!
+//! # Layout
+//! - [`client`]: [`Client`], [`ClientConfig`], token-aware routing, request size checks.
+//! - [`error`]: [`ClientError`], with a stable CLI exit status per kind.
+//! - [`cluster_dir`]: the cluster directory (`cluster.toml`, certificates, per-node
+//!   `node.toml`): planning a layout, writing it, loading it, [`ClusterError`].
+//! - [`launcher`]: [`LocalCluster`], starting, stopping and watching node processes, and
+//!   [`launcher::ClusterGuard`], which stops them on drop.
+//! - [`cli`]: the command line (clap definitions, dispatch, exit status table).
+//! - [`output`]: text or `--json` output, and error reporting.
+//! - [`data_commands`]: `put`, `get`, `delete`.
+//! - [`cluster_commands`]: `cluster up/down/status/stop-node/start-node`.
+//! - [`bench`]: `bench`, a closed-loop throughput and latency benchmark.
+
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod cluster_commands;
+pub mod cluster_dir;
+pub mod data_commands;
+pub mod error;
+pub mod launcher;
+pub mod output;
+
+pub use client::{Client, ClientConfig, ReadOutcome, WriteOutcome};
+pub use cluster_dir::{ClusterDir, ClusterError, CreateOptions};
+pub use error::ClientError;
+pub use launcher::{LocalCluster, StopSignal};
