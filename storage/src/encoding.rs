@@ -7,11 +7,16 @@
 //!   tombstone).
 //! - **Meta keys**: [`FORMAT_KEY`] holds the database format ([`DB_FORMAT`]); user metadata lives
 //!   under [`USER_META_PREFIX`] followed by its name, so it can never clobber the marker.
+//! - **Hint key** (the [`crate::hints::HintId`]): target node (u32 BE), storage time in ms
+//!   (u64 BE), a per-process sequence number (u64 BE), then the user key. Byte order is
+//!   `(target, time, sequence)` order, so one target's hints are one contiguous span, oldest
+//!   first, and "older than" is a prefix of that span.
+//! - **Hint value**: [`HINT_FORMAT`] (one byte), then the record value encoding above.
 
 use crate::engine::ScanCursor;
 use crate::error::StorageError;
 use proto::{Record, Version};
-use ring::{Token, TokenRange};
+use ring::{NodeId, Token, TokenRange};
 
 /// On-disk format of the whole database, stored under [`FORMAT_KEY`] in the meta column family.
 pub const DB_FORMAT: u8 = 1;
@@ -25,6 +30,10 @@ pub const TAG_VALUE: u8 = 1;
 pub const TOKEN_LEN: usize = 8;
 /// Length of an encoded record value before the value bytes.
 pub const VALUE_HEADER_LEN: usize = 1 + 8 + 4 + 1;
+/// Format byte that starts every encoded hint value.
+pub const HINT_FORMAT: u8 = 1;
+/// Length of a hint key before the user key: target, storage time, sequence.
+pub const HINT_KEY_HEADER_LEN: usize = 4 + 8 + 8;
 /// Meta key of the database format marker.
 pub const FORMAT_KEY: &[u8] = b"format";
 /// Prefix of the meta keys holding [`crate::Engine::put_meta`] values.
@@ -71,10 +80,25 @@ pub fn encode_record(record: &Record) -> Vec<u8> {
 
 /// Decodes a record value stored under user key `key` (named in the error if it is corrupt).
 pub fn decode_record(key: &[u8], raw: &[u8]) -> Result<Record, StorageError> {
+    let (version, body) = decode_record_header(key, raw)?;
+    Ok(Record {
+        version,
+        value: body.map(<[u8]>::to_vec),
+    })
+}
+
+/// Decodes the version of a record value and borrows its value bytes (`None` for a tombstone),
+/// without copying: for callers that only need versions (purge, trees). Checks exactly what
+/// [`decode_record`] checks.
+pub fn decode_record_header<'a>(
+    key: &[u8],
+    raw: &'a [u8],
+) -> Result<(Version, Option<&'a [u8]>), StorageError> {
     let corrupt = |reason: String| StorageError::Corrupt {
         key: key.to_vec(),
         reason,
     };
+    let truncated = || corrupt(format!("truncated record value ({} bytes)", raw.len()));
     let Some((&format, rest)) = raw.split_first() else {
         return Err(corrupt("empty record value".into()));
     };
@@ -83,37 +107,16 @@ pub fn decode_record(key: &[u8], raw: &[u8]) -> Result<Record, StorageError> {
             "unknown record format {format} (supported: {VALUE_FORMAT})"
         )));
     }
-    let Some((hlc, rest)) = rest.split_first_chunk::<8>() else {
-        return Err(corrupt(format!(
-            "truncated record value ({} bytes)",
-            raw.len()
-        )));
-    };
-    let Some((node, rest)) = rest.split_first_chunk::<4>() else {
-        return Err(corrupt(format!(
-            "truncated record value ({} bytes)",
-            raw.len()
-        )));
-    };
-    let Some((&tag, body)) = rest.split_first() else {
-        return Err(corrupt(format!(
-            "truncated record value ({} bytes)",
-            raw.len()
-        )));
-    };
+    let (hlc, rest) = rest.split_first_chunk::<8>().ok_or_else(truncated)?;
+    let (node, rest) = rest.split_first_chunk::<4>().ok_or_else(truncated)?;
+    let (&tag, body) = rest.split_first().ok_or_else(truncated)?;
     let version = Version {
         hlc: u64::from_be_bytes(*hlc),
         node: u32::from_be_bytes(*node),
     };
     match tag {
-        TAG_VALUE => Ok(Record {
-            version,
-            value: Some(body.to_vec()),
-        }),
-        TAG_TOMBSTONE if body.is_empty() => Ok(Record {
-            version,
-            value: None,
-        }),
+        TAG_VALUE => Ok((version, Some(body))),
+        TAG_TOMBSTONE if body.is_empty() => Ok((version, None)),
         TAG_TOMBSTONE => Err(corrupt(format!(
             "tombstone with {} trailing bytes",
             body.len()
@@ -128,6 +131,89 @@ pub fn user_meta_key(name: &str) -> Vec<u8> {
     out.extend_from_slice(USER_META_PREFIX);
     out.extend_from_slice(name.as_bytes());
     out
+}
+
+/// The parts of a hint key (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HintKey<'a> {
+    /// The node the hint is for.
+    pub target: NodeId,
+    /// When the hint was stored, in milliseconds.
+    pub stored_at_ms: u64,
+    /// The per-process sequence number that makes the key unique.
+    pub sequence: u64,
+    /// The user key of the hinted record.
+    pub key: &'a [u8],
+}
+
+impl HintKey<'_> {
+    /// The encoded hint key.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HINT_KEY_HEADER_LEN + self.key.len());
+        out.extend_from_slice(&self.target.to_be_bytes());
+        out.extend_from_slice(&self.stored_at_ms.to_be_bytes());
+        out.extend_from_slice(&self.sequence.to_be_bytes());
+        out.extend_from_slice(self.key);
+        out
+    }
+}
+
+/// Splits an encoded hint key into its parts.
+pub fn decode_hint_key(raw: &[u8]) -> Result<HintKey<'_>, StorageError> {
+    let short = || StorageError::Corrupt {
+        key: raw.to_vec(),
+        reason: format!(
+            "hint key of {} bytes is shorter than its {HINT_KEY_HEADER_LEN}-byte header",
+            raw.len()
+        ),
+    };
+    let (target, rest) = raw.split_first_chunk::<4>().ok_or_else(short)?;
+    let (stored_at_ms, rest) = rest.split_first_chunk::<8>().ok_or_else(short)?;
+    let (sequence, key) = rest.split_first_chunk::<8>().ok_or_else(short)?;
+    Ok(HintKey {
+        target: NodeId::from_be_bytes(*target),
+        stored_at_ms: u64::from_be_bytes(*stored_at_ms),
+        sequence: u64::from_be_bytes(*sequence),
+        key,
+    })
+}
+
+/// The first byte string of `target`'s hint span: every hint key of `target` starts with it.
+pub fn hint_target_prefix(target: NodeId) -> [u8; 4] {
+    target.to_be_bytes()
+}
+
+/// The exclusive end of `target`'s hints stored before `cutoff_ms`: every hint key of `target`
+/// with `stored_at_ms < cutoff_ms` sorts below it, every other one at or above it.
+pub fn hint_time_bound(target: NodeId, cutoff_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12);
+    out.extend_from_slice(&target.to_be_bytes());
+    out.extend_from_slice(&cutoff_ms.to_be_bytes());
+    out
+}
+
+/// Encodes a hint value: [`HINT_FORMAT`], then the record encoding.
+pub fn encode_hint_value(record: &Record) -> Vec<u8> {
+    let encoded = encode_record(record);
+    let mut out = Vec::with_capacity(1 + encoded.len());
+    out.push(HINT_FORMAT);
+    out.extend_from_slice(&encoded);
+    out
+}
+
+/// Decodes a hint value stored under hint key `raw_key` (named in the error if it is corrupt).
+pub fn decode_hint_value(raw_key: &[u8], raw: &[u8]) -> Result<Record, StorageError> {
+    match raw.split_first() {
+        Some((&HINT_FORMAT, record)) => decode_record(raw_key, record),
+        Some((&other, _)) => Err(StorageError::Corrupt {
+            key: raw_key.to_vec(),
+            reason: format!("unknown hint format {other} (supported: {HINT_FORMAT})"),
+        }),
+        None => Err(StorageError::Corrupt {
+            key: raw_key.to_vec(),
+            reason: "empty hint value".into(),
+        }),
+    }
 }
 
 /// A contiguous span of data keys: from `lower` (inclusive) to `upper` (exclusive, `None` for the
@@ -298,5 +384,70 @@ mod tests {
             key: b"k".to_vec(),
         };
         assert!(scan_spans(TokenRange { start: 20, end: 10 }, Some(&outside)).is_empty());
+    }
+
+    #[test]
+    fn hint_keys_round_trip_and_sort_by_target_time_sequence() {
+        let k = HintKey {
+            target: 0x0102_0304,
+            stored_at_ms: 0x1122_3344_5566_7788,
+            sequence: 9,
+            key: b"user",
+        };
+        let raw = k.encode();
+        assert_eq!(raw.len(), HINT_KEY_HEADER_LEN + 4);
+        assert_eq!(decode_hint_key(&raw).unwrap(), k);
+        let empty_key = HintKey { key: b"", ..k };
+        assert_eq!(decode_hint_key(&empty_key.encode()).unwrap(), empty_key);
+        let later = HintKey {
+            stored_at_ms: k.stored_at_ms + 1,
+            sequence: 0,
+            key: b"a",
+            ..k
+        };
+        let next_seq = HintKey {
+            sequence: 10,
+            key: b"a",
+            ..k
+        };
+        assert!(raw < next_seq.encode() && next_seq.encode() < later.encode());
+        // The time bound splits a target's hints at the cutoff; the prefix starts them.
+        let bound = hint_time_bound(k.target, k.stored_at_ms);
+        assert!(raw >= bound && raw.starts_with(&hint_target_prefix(k.target)));
+        assert!(
+            HintKey {
+                stored_at_ms: k.stored_at_ms - 1,
+                ..k
+            }
+            .encode()
+                < bound
+        );
+        assert!(hint_time_bound(k.target, u64::MAX) < hint_target_prefix(k.target + 1).to_vec());
+        for n in 0..HINT_KEY_HEADER_LEN {
+            assert!(matches!(
+                decode_hint_key(&raw[..n]),
+                Err(StorageError::Corrupt { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn hint_values_round_trip_and_reject_garbage() {
+        let record = Record {
+            version: Version { hlc: 5, node: 6 },
+            value: None,
+        };
+        let raw = encode_hint_value(&record);
+        assert_eq!(raw[0], HINT_FORMAT);
+        assert_eq!(&raw[1..], &encode_record(&record)[..]);
+        assert_eq!(decode_hint_value(b"id", &raw).unwrap(), record);
+        let mut newer = raw.clone();
+        newer[0] = HINT_FORMAT + 1;
+        for bad in [Vec::new(), newer, vec![HINT_FORMAT], raw[..5].to_vec()] {
+            match decode_hint_value(b"id", &bad) {
+                Err(StorageError::Corrupt { key, .. }) => assert_eq!(key, b"id"),
+                other => panic!("{bad:?} decoded as {other:?}"),
+            }
+        }
     }
 }

@@ -1,8 +1,11 @@
-//! The [`Engine`] trait every storage backend implements, and the values it takes.
+//! The [`Engine`] trait every storage backend implements, and the values it takes and returns:
+//! [`Write`] and [`Applied`] for records, [`ScanCursor`] for range scans (hints have their own
+//! types in [`crate::hints`]).
 
 use crate::error::StorageError;
-use proto::Record;
-use ring::{Token, TokenRange};
+use crate::hints::{Hint, HintId};
+use proto::{Record, Version};
+use ring::{NodeId, Token, TokenRange};
 
 /// One record to store under a user key, subject to last-write-wins.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,6 +14,28 @@ pub struct Write {
     pub key: Vec<u8>,
     /// The value or tombstone, with its version.
     pub record: Record,
+}
+
+/// What [`Engine::apply`] did with one [`Write`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The write was newer than what was stored and is now the key's record.
+    Stored {
+        /// Version of the record it replaced (a tombstone included), `None` if the key had no
+        /// record. For a later write of the same key in one batch, the earlier write's version.
+        /// With the new version, this is what an incremental Merkle tree needs
+        /// ([`crate::merkle::TreeSet::update`]).
+        previous: Option<Version>,
+    },
+    /// The stored record was as new or newer; nothing changed.
+    Ignored,
+}
+
+impl Applied {
+    /// Whether the write was stored.
+    pub fn stored(&self) -> bool {
+        matches!(self, Applied::Stored { .. })
+    }
 }
 
 /// Where a range scan resumes: strictly after this `(token, user key)` position.
@@ -49,8 +74,8 @@ pub trait Engine: Send + Sync + 'static {
     /// sees the earlier writes of the same slice. The whole call is one atomic write, and the
     /// read-compare-write is atomic with respect to concurrent `apply` calls.
     ///
-    /// Returns, for each write in order, whether it was applied.
-    fn apply(&self, writes: &[Write]) -> Result<Vec<bool>, StorageError>;
+    /// Returns, for each write in order, whether it was stored and which version it replaced.
+    fn apply(&self, writes: &[Write]) -> Result<Vec<Applied>, StorageError>;
 
     /// Up to `limit` records whose token is in `range`, in ring order: ascending `(token, key)`
     /// starting just after `range.start`. A wrapping range (`start >= end`) is scanned as two
@@ -78,4 +103,51 @@ pub trait Engine: Send + Sync + 'static {
 
     /// A cheap estimate of the number of stored records, tombstones included (exact in memory).
     fn approximate_len(&self) -> u64;
+
+    /// Deletes up to `limit` tombstones whose token is in `range` and whose `version.hlc` is below
+    /// `older_than_hlc`, and returns the purged `(key, version)` pairs (so the caller can take
+    /// them out of its Merkle trees). Values are never touched.
+    ///
+    /// Atomic with respect to [`Engine::apply`]: a tombstone overwritten between finding it and
+    /// deleting it is left alone. Each call looks from the start of `range`; call again until
+    /// the result is empty. (An empty result can, rarely, also mean that every tombstone found
+    /// was overwritten meanwhile.)
+    fn purge_tombstones(
+        &self,
+        range: TokenRange,
+        older_than_hlc: u64,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Version)>, StorageError>;
+
+    /// Stores a hint: `record` of `key`, to be handed to `target` later. One hint per call (a
+    /// write missed by two replicas is two hints). `now_ms` is the storage time, by which hints
+    /// are ordered and expired. Durability follows the backend's setting for record writes.
+    fn put_hint(
+        &self,
+        target: NodeId,
+        key: &[u8],
+        record: &Record,
+        now_ms: u64,
+    ) -> Result<HintId, StorageError>;
+
+    /// Up to `limit` hints for `target`, oldest first, starting strictly after `after` (the last
+    /// id of a previous page) if given. Fewer than `limit` means there are no more.
+    fn hints(
+        &self,
+        target: NodeId,
+        after: Option<&HintId>,
+        limit: usize,
+    ) -> Result<Vec<(HintId, Hint)>, StorageError>;
+
+    /// Deletes the given hints in one atomic batch. Ids that do not exist (already deleted) are
+    /// ignored.
+    fn delete_hints(&self, ids: &[HintId]) -> Result<(), StorageError>;
+
+    /// Every target that has hints, with how many, ascending by target. Cheap: counts are kept
+    /// in memory.
+    fn hint_targets(&self) -> Result<Vec<(NodeId, u64)>, StorageError>;
+
+    /// Deletes every hint for `target` stored before `cutoff_ms` (`stored_at_ms < cutoff_ms`) and
+    /// returns how many were deleted.
+    fn drop_hints_older_than(&self, target: NodeId, cutoff_ms: u64) -> Result<u64, StorageError>;
 }

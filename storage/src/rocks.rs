@@ -1,37 +1,48 @@
 //! [`RocksEngine`]: the RocksDB backend.
 //!
 //! Column families (see [`CF_NAMES`]): `data` holds records under their data key (token ++ user
-//! key, see [`crate::encoding`]); `meta` holds the database format marker and node-local metadata.
-//! Missing column families are created on open, and column families this build does not know
-//! (written by a newer build) are opened too, as RocksDB requires.
+//! key, see [`crate::encoding`]); `meta` holds the database format marker and node-local metadata;
+//! `hints` holds hinted-handoff writes under their hint key (target ++ time ++ sequence ++ user
+//! key). Missing column families are created on open, and column families this build does not
+//! know (written by a newer build) are opened too, as RocksDB requires.
+//!
+//! Two locks serialize read-compare-write sequences (reads and plain writes take none):
+//! `apply_lock` for records ([`Engine::apply`], [`Engine::purge_tombstones`]) and `hint_counts`
+//! for hints (every hint write updates the in-memory counts under it, so they stay exact).
 
 use crate::encoding::{
-    data_key, decode_data_key, decode_record, encode_record, scan_spans, user_meta_key, DB_FORMAT,
-    FORMAT_KEY,
+    data_key, decode_data_key, decode_hint_key, decode_record, decode_record_header,
+    encode_hint_value, encode_record, hint_target_prefix, hint_time_bound, scan_spans,
+    user_meta_key, KeySpan, DB_FORMAT, FORMAT_KEY,
 };
-use crate::engine::{Engine, ScanCursor, Write};
+use crate::engine::{Applied, Engine, ScanCursor, Write};
 use crate::error::StorageError;
-use proto::Record;
-use ring::TokenRange;
+use crate::hints::{self, decode_hint, Hint, HintCounts, HintId};
+use proto::{Record, Version};
+use ring::{NodeId, TokenRange};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
-    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
+    DBIteratorWithThreadMode, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteOptions, DB,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 /// Column family of the records.
 pub const CF_DATA: &str = "data";
 /// Column family of the format marker and node-local metadata.
 pub const CF_META: &str = "meta";
-/// Every column family this build uses, created on open if missing. (Hints will get their own.)
-pub const CF_NAMES: &[&str] = &[CF_DATA, CF_META];
+/// Column family of the hints (hinted handoff).
+pub const CF_HINTS: &str = "hints";
+/// Every column family this build uses, created on open if missing.
+pub const CF_NAMES: &[&str] = &[CF_DATA, CF_META, CF_HINTS];
 
 /// Tuning of a [`RocksEngine`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RocksOptions {
-    /// Sync the write-ahead log on every [`Engine::apply`] (durable against power loss, slower).
+    /// Sync the write-ahead log on every [`Engine::apply`] and every hint write (durable against
+    /// power loss, slower).
     /// Without it, acknowledged writes survive a process crash but not an OS crash until the next
     /// [`Engine::flush`]. Metadata writes are always synced.
     pub sync_writes: bool,
@@ -61,8 +72,12 @@ pub struct RocksEngine {
     write_opts: WriteOptions,
     /// Options of metadata writes (always synced).
     sync_opts: WriteOptions,
-    /// Held across the read-compare-write of [`Engine::apply`] so concurrent batches serialize.
+    /// Held across the read-compare-write of [`Engine::apply`] and [`Engine::purge_tombstones`]
+    /// so concurrent batches serialize.
     apply_lock: Mutex<()>,
+    /// Hints per target, rebuilt by one scan on open; held across every hint write so the
+    /// counts change exactly with what is on disk.
+    hint_counts: Mutex<HintCounts>,
     path: PathBuf,
 }
 
@@ -111,9 +126,11 @@ impl RocksEngine {
             write_opts,
             sync_opts,
             apply_lock: Mutex::new(()),
+            hint_counts: Mutex::new(HintCounts::default()),
             path: path.to_path_buf(),
         };
         engine.check_format()?;
+        engine.load_hint_counts()?;
         tracing::info!(path = %path.display(), "storage opened");
         Ok(engine)
     }
@@ -127,6 +144,75 @@ impl RocksEngine {
         self.db
             .cf_handle(name)
             .ok_or(StorageError::MissingColumnFamily(name))
+    }
+
+    /// Counts the stored hints per target (one scan of the hints column family), and moves the
+    /// hint sequence past every sequence number on disk.
+    fn load_hint_counts(&self) -> Result<(), StorageError> {
+        let cf = self.cf(CF_HINTS)?;
+        let mut counts = HintCounts::default();
+        let mut ro = ReadOptions::default();
+        ro.fill_cache(false);
+        for item in self.db.iterator_cf_opt(cf, ro, IteratorMode::Start) {
+            let (raw_key, _) = item?;
+            let parts = decode_hint_key(&raw_key)?;
+            counts.add(parts.target, 1);
+            hints::observe_sequence(parts.sequence);
+        }
+        *self.counts() = counts;
+        Ok(())
+    }
+
+    // The mutexes guard no invariant a panic could break halfway (the counts are only changed
+    // after a successful write), so poisoning is harmless.
+    fn counts(&self) -> MutexGuard<'_, HintCounts> {
+        self.hint_counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_apply(&self) -> MutexGuard<'_, ()> {
+        self.apply_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An iterator over the data keys of `span` that does not fill the block cache (range scans
+    /// are background work: keep them from evicting hot blocks).
+    fn span_iter(&self, cf: &ColumnFamily, span: &KeySpan) -> DBIteratorWithThreadMode<'_, DB> {
+        let mut ro = ReadOptions::default();
+        ro.fill_cache(false);
+        if let Some(upper) = &span.upper {
+            ro.set_iterate_upper_bound(upper.clone());
+        }
+        let mode = IteratorMode::From(&span.lower, Direction::Forward);
+        self.db.iterator_cf_opt(cf, ro, mode)
+    }
+
+    /// Up to `limit` tombstones of `range` older than `older_than_hlc`. Reads without any lock;
+    /// [`Engine::purge_tombstones`] re-checks each under it.
+    fn purge_candidates(
+        &self,
+        range: TokenRange,
+        older_than_hlc: u64,
+        limit: usize,
+    ) -> Result<Vec<PurgeCandidate>, StorageError> {
+        let data = self.cf(CF_DATA)?;
+        let mut out = Vec::new();
+        for span in scan_spans(range, None) {
+            for item in self.span_iter(data, &span) {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                let (raw_key, raw_value) = item?;
+                let (_, key) = decode_data_key(&raw_key)?;
+                let (version, body) = decode_record_header(key, &raw_value)?;
+                if body.is_none() && version.hlc < older_than_hlc {
+                    out.push(PurgeCandidate {
+                        data_key: raw_key.to_vec(),
+                        key: key.to_vec(),
+                        version,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Stamps a new database with [`DB_FORMAT`], or checks the stamp of an existing one.
@@ -153,6 +239,13 @@ impl RocksEngine {
     }
 }
 
+/// A tombstone [`Engine::purge_tombstones`] found and will re-check under the apply lock.
+struct PurgeCandidate {
+    data_key: Vec<u8>,
+    key: Vec<u8>,
+    version: Version,
+}
+
 /// Options of one column family. Records are small: bloom filters make point reads of absent keys
 /// cheap, lz4 is fast, and index/filter blocks live in the shared cache.
 fn cf_options(name: &str, options: &RocksOptions, cache: &Cache) -> Options {
@@ -171,6 +264,11 @@ fn cf_options(name: &str, options: &RocksOptions, cache: &Cache) -> Options {
     } else {
         o.set_write_buffer_size(4 << 20);
     }
+    if name == CF_HINTS {
+        // Hints are a queue: written, read from the oldest, deleted. Compact files dense with
+        // deletions so reading from the head does not wade through tombstones.
+        o.add_compact_on_deletion_collector_factory(1024, 512, 0.5);
+    }
     o
 }
 
@@ -183,34 +281,36 @@ impl Engine for RocksEngine {
         }
     }
 
-    fn apply(&self, writes: &[Write]) -> Result<Vec<bool>, StorageError> {
+    fn apply(&self, writes: &[Write]) -> Result<Vec<Applied>, StorageError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
         let data = self.cf(CF_DATA)?;
-        // The lock guards no data, only the read-compare-write below: poisoning is harmless.
-        let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.lock_apply();
         let mut batch = WriteBatch::default();
         // Records already chosen earlier in this slice, which later writes must compare against.
         let mut pending: HashMap<&[u8], &Record> = HashMap::new();
         let mut applied = Vec::with_capacity(writes.len());
         for w in writes {
             let dk = data_key(&w.key);
-            let ok = match pending.get(w.key.as_slice()) {
-                Some(&chosen) => w.record.supersedes(Some(chosen)),
+            let (newer, previous) = match pending.get(w.key.as_slice()) {
+                Some(&chosen) => (w.record.supersedes(Some(chosen)), Some(chosen.version)),
                 None => {
                     let stored = match self.db.get_pinned_cf(data, &dk)? {
                         Some(raw) => Some(decode_record(&w.key, &raw)?),
                         None => None,
                     };
-                    w.record.supersedes(stored.as_ref())
+                    let previous = stored.as_ref().map(|r| r.version);
+                    (w.record.supersedes(stored.as_ref()), previous)
                 }
             };
-            if ok {
+            if newer {
                 batch.put_cf(data, &dk, encode_record(&w.record));
                 pending.insert(&w.key, &w.record);
+                applied.push(Applied::Stored { previous });
+            } else {
+                applied.push(Applied::Ignored);
             }
-            applied.push(ok);
         }
         if !batch.is_empty() {
             self.db.write_opt(batch, &self.write_opts)?;
@@ -227,19 +327,9 @@ impl Engine for RocksEngine {
         let data = self.cf(CF_DATA)?;
         let mut out = Vec::new();
         for span in scan_spans(range, start_after) {
-            if out.len() >= limit {
-                break;
-            }
-            let mut ro = ReadOptions::default();
-            // Range scans are background work: keep them from evicting hot blocks.
-            ro.fill_cache(false);
-            if let Some(upper) = span.upper {
-                ro.set_iterate_upper_bound(upper);
-            }
-            let mode = IteratorMode::From(&span.lower, Direction::Forward);
-            for item in self.db.iterator_cf_opt(data, ro, mode) {
+            for item in self.span_iter(data, &span) {
                 if out.len() >= limit {
-                    break;
+                    return Ok(out);
                 }
                 let (raw_key, raw_value) = item?;
                 let (_, key) = decode_data_key(&raw_key)?;
@@ -281,5 +371,142 @@ impl Engine for RocksEngine {
                 0
             }
         }
+    }
+
+    fn purge_tombstones(
+        &self,
+        range: TokenRange,
+        older_than_hlc: u64,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Version)>, StorageError> {
+        // Find candidates without the lock (the scan may be long), then re-check each under it.
+        let candidates = self.purge_candidates(range, older_than_hlc, limit)?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let data = self.cf(CF_DATA)?;
+        let _guard = self.lock_apply();
+        let mut batch = WriteBatch::default();
+        let mut purged = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let Some(raw) = self.db.get_pinned_cf(data, &c.data_key)? else {
+                continue;
+            };
+            // Still the very tombstone found: purge it. Anything else was written meanwhile.
+            if decode_record_header(&c.key, &raw)? == (c.version, None) {
+                batch.delete_cf(data, &c.data_key);
+                purged.push((c.key, c.version));
+            }
+        }
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &self.write_opts)?;
+        }
+        Ok(purged)
+    }
+
+    fn put_hint(
+        &self,
+        target: NodeId,
+        key: &[u8],
+        record: &Record,
+        now_ms: u64,
+    ) -> Result<HintId, StorageError> {
+        let cf = self.cf(CF_HINTS)?;
+        let raw = hints::new_hint_key(target, key, now_ms);
+        let mut counts = self.counts();
+        self.db
+            .put_cf_opt(cf, &raw, encode_hint_value(record), &self.write_opts)?;
+        counts.add(target, 1);
+        Ok(HintId::from_key(raw))
+    }
+
+    fn hints(
+        &self,
+        target: NodeId,
+        after: Option<&HintId>,
+        limit: usize,
+    ) -> Result<Vec<(HintId, Hint)>, StorageError> {
+        let cf = self.cf(CF_HINTS)?;
+        let prefix = hint_target_prefix(target);
+        // Just after `after` (its successor in byte order) when it is within or past this
+        // target's span; otherwise the start of the span.
+        let lower = match after {
+            Some(id) if id.as_bytes() >= &prefix[..] => [id.as_bytes(), &[0]].concat(),
+            _ => prefix.to_vec(),
+        };
+        let mut ro = ReadOptions::default();
+        if let Some(next) = target.checked_add(1) {
+            ro.set_iterate_upper_bound(hint_target_prefix(next).to_vec());
+        }
+        let mode = IteratorMode::From(&lower, Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf_opt(cf, ro, mode) {
+            if out.len() >= limit {
+                break;
+            }
+            let (raw_key, raw_value) = item?;
+            if !raw_key.starts_with(&prefix) {
+                break;
+            }
+            out.push(decode_hint(&raw_key, &raw_value)?);
+        }
+        Ok(out)
+    }
+
+    fn delete_hints(&self, ids: &[HintId]) -> Result<(), StorageError> {
+        let cf = self.cf(CF_HINTS)?;
+        // Duplicates in `ids` must not count twice.
+        let ids: BTreeSet<&HintId> = ids.iter().collect();
+        let mut counts = self.counts();
+        let mut batch = WriteBatch::default();
+        let mut deleted: Vec<NodeId> = Vec::with_capacity(ids.len());
+        for id in ids {
+            // Only ids that exist are deleted and counted.
+            if self.db.get_pinned_cf(cf, id.as_bytes())?.is_some() {
+                if let Some(target) = id.target() {
+                    batch.delete_cf(cf, id.as_bytes());
+                    deleted.push(target);
+                }
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.db.write_opt(batch, &self.write_opts)?;
+        for target in deleted {
+            counts.sub(target, 1);
+        }
+        Ok(())
+    }
+
+    fn hint_targets(&self) -> Result<Vec<(NodeId, u64)>, StorageError> {
+        Ok(self.counts().list())
+    }
+
+    fn drop_hints_older_than(&self, target: NodeId, cutoff_ms: u64) -> Result<u64, StorageError> {
+        let cf = self.cf(CF_HINTS)?;
+        let lower = hint_target_prefix(target).to_vec();
+        let upper = hint_time_bound(target, cutoff_ms);
+        let mut counts = self.counts();
+        // Count what the range delete will remove (keys only matter; values are not decoded).
+        let mut ro = ReadOptions::default();
+        ro.fill_cache(false);
+        ro.set_iterate_upper_bound(upper.clone());
+        let mut n = 0u64;
+        for item in self
+            .db
+            .iterator_cf_opt(cf, ro, IteratorMode::From(&lower, Direction::Forward))
+        {
+            item?;
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, &lower, &upper);
+        self.db.write_opt(batch, &self.write_opts)?;
+        counts.sub(target, n);
+        Ok(n)
     }
 }

@@ -1,11 +1,12 @@
 //! RocksDB-only tests: what is on disk after a reopen, and damaged or foreign databases (corrupt
-//! values, newer formats, unknown column families) giving clear errors instead of panics.
+//! values and hints, newer formats, unknown column families) giving clear errors instead of
+//! panics.
 
 use proto::{Record, Version};
 use ring::TokenRange;
 use std::path::Path;
-use storage::encoding::{data_key, DB_FORMAT, FORMAT_KEY};
-use storage::rocks::{CF_DATA, CF_META, CF_NAMES};
+use storage::encoding::{data_key, encode_hint_value, HintKey, DB_FORMAT, FORMAT_KEY, HINT_FORMAT};
+use storage::rocks::{CF_DATA, CF_HINTS, CF_META, CF_NAMES};
 use storage::{Engine, RocksEngine, RocksOptions, StorageError, Write};
 
 fn open(path: &Path) -> Result<RocksEngine, StorageError> {
@@ -243,4 +244,137 @@ fn a_second_open_of_the_same_path_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let _first = open(dir.path()).unwrap();
     assert!(matches!(open(dir.path()), Err(StorageError::Rocks(_))));
+}
+
+fn hint_key(target: u32, stored_at_ms: u64, sequence: u64, key: &[u8]) -> Vec<u8> {
+    HintKey {
+        target,
+        stored_at_ms,
+        sequence,
+        key,
+    }
+    .encode()
+}
+
+#[test]
+fn hints_are_stored_in_their_documented_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = Record {
+        version: Version { hlc: 3, node: 2 },
+        value: Some(b"v".to_vec()),
+    };
+    {
+        let e = open(dir.path()).unwrap();
+        e.put_hint(0x0102_0304, b"user-key", &record, 0x1122)
+            .unwrap();
+    }
+    let db = raw(dir.path());
+    let hints = db.cf_handle(CF_HINTS).unwrap();
+    let stored: Vec<_> = db
+        .iterator_cf(hints, rocksdb::IteratorMode::Start)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(stored.len(), 1);
+    let (k, value) = &stored[0];
+    assert_eq!(k[..4], [1, 2, 3, 4]);
+    assert_eq!(k[4..12], 0x1122u64.to_be_bytes());
+    assert_eq!(&k[20..], b"user-key");
+    assert_eq!(value[0], HINT_FORMAT);
+    assert_eq!(value.to_vec(), encode_hint_value(&record));
+    // Records are untouched.
+    assert!(db
+        .iterator_cf(db.cf_handle(CF_DATA).unwrap(), rocksdb::IteratorMode::Start)
+        .next()
+        .is_none());
+}
+
+#[test]
+fn hint_ids_after_a_restart_never_reuse_sequence_numbers_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = Record {
+        version: Version { hlc: 1, node: 1 },
+        value: None,
+    };
+    drop(open(dir.path()).unwrap());
+    {
+        // A hint stored by an earlier process whose sequence had grown large.
+        let db = raw(dir.path());
+        let hints = db.cf_handle(CF_HINTS).unwrap();
+        db.put_cf(
+            hints,
+            hint_key(1, 500, 1 << 62, b"k"),
+            encode_hint_value(&record),
+        )
+        .unwrap();
+    }
+    let e = open(dir.path()).unwrap();
+    assert_eq!(e.hint_targets().unwrap(), vec![(1, 1)]);
+    // Same target, same millisecond, same key: a new hint, ordered after the old one.
+    let id = e.put_hint(1, b"k", &record, 500).unwrap();
+    let listed = e.hints(1, None, 10).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].0, id);
+    assert_eq!(e.hint_targets().unwrap(), vec![(1, 2)]);
+}
+
+#[test]
+fn corrupt_hints_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()).unwrap());
+    {
+        let db = raw(dir.path());
+        let hints = db.cf_handle(CF_HINTS).unwrap();
+        db.put_cf(
+            hints,
+            hint_key(1, 1, 1, b"bad-format"),
+            [HINT_FORMAT + 1, 1],
+        )
+        .unwrap();
+        db.put_cf(hints, hint_key(2, 1, 1, b"empty"), b"").unwrap();
+        db.put_cf(hints, hint_key(3, 1, 1, b"bad-record"), [HINT_FORMAT, 9])
+            .unwrap();
+    }
+    let e = open(dir.path()).unwrap();
+    assert_eq!(e.hint_targets().unwrap(), vec![(1, 1), (2, 1), (3, 1)]);
+    for target in 1..=3 {
+        match e.hints(target, None, 10) {
+            Err(StorageError::Corrupt { reason, .. }) => assert!(!reason.is_empty()),
+            other => panic!("target {target}: {other:?}"),
+        }
+    }
+    // They can still be dropped (without decoding) and counted down.
+    assert_eq!(e.drop_hints_older_than(1, u64::MAX).unwrap(), 1);
+    assert_eq!(e.hint_targets().unwrap(), vec![(2, 1), (3, 1)]);
+}
+
+#[test]
+fn a_short_hint_key_is_corrupt_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()).unwrap());
+    {
+        let db = raw(dir.path());
+        let hints = db.cf_handle(CF_HINTS).unwrap();
+        db.put_cf(hints, b"short", b"x").unwrap();
+    }
+    match open(dir.path()) {
+        Err(StorageError::Corrupt { key, .. }) => assert_eq!(key, b"short"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn purge_of_a_corrupt_record_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()).unwrap());
+    {
+        let db = raw(dir.path());
+        let data = db.cf_handle(CF_DATA).unwrap();
+        db.put_cf(data, data_key(b"garbage"), b"\x07not a record")
+            .unwrap();
+    }
+    let e = open(dir.path()).unwrap();
+    assert!(matches!(
+        e.purge_tombstones(WHOLE_RING, u64::MAX, 10),
+        Err(StorageError::Corrupt { .. })
+    ));
 }
