@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     /// The file is not valid TOML for this schema.
     #[error("invalid config {path}: {reason}")]
     Parse { path: String, reason: String },
@@ -46,6 +49,15 @@ pub struct NodeConfig {
     /// Bounds on concurrent work.
     #[serde(default)]
     pub limits: Limits,
+    /// Hinted handoff.
+    #[serde(default)]
+    pub hints: HintsConfig,
+    /// Merkle-tree anti-entropy and tombstone purge.
+    #[serde(default)]
+    pub anti_entropy: AntiEntropyConfig,
+    /// Address of the Prometheus metrics HTTP endpoint (`GET /metrics`). Default: none.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Every member of the cluster, this node included.
     pub members: Vec<MemberConfig>,
 }
@@ -83,7 +95,9 @@ impl Replication {
     pub fn strategy(&self) -> Strategy {
         match self {
             Replication::Simple { rf } => Strategy::Simple { rf: *rf },
-            Replication::PerDatacenter { datacenters } => Strategy::PerDatacenter { rf: datacenters.clone() },
+            Replication::PerDatacenter { datacenters } => Strategy::PerDatacenter {
+                rf: datacenters.clone(),
+            },
         }
     }
 }
@@ -113,8 +127,17 @@ pub struct MemberConfig {
 impl MemberConfig {
     /// The ring member this describes (tokens derived from the id when none are given).
     pub fn member(&self) -> Member {
-        let tokens = if self.tokens.is_empty() { ring::tokens_for(self.id, self.vnodes) } else { self.tokens.clone() };
-        Member { id: self.id, datacenter: self.datacenter.clone(), rack: self.rack.clone(), tokens }
+        let tokens = if self.tokens.is_empty() {
+            ring::tokens_for(self.id, self.vnodes)
+        } else {
+            self.tokens.clone()
+        };
+        Member {
+            id: self.id,
+            datacenter: self.datacenter.clone(),
+            rack: self.rack.clone(),
+            tokens,
+        }
     }
 }
 
@@ -165,7 +188,64 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_client_requests: 4096, max_internal_requests: 16384, write_queue: 8192, sync_writes: false }
+        Limits {
+            max_client_requests: 4096,
+            max_internal_requests: 16384,
+            write_queue: 8192,
+            sync_writes: false,
+        }
+    }
+}
+
+/// Hinted handoff settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct HintsConfig {
+    /// Store hints for replicas that miss a write. Default true.
+    pub enabled: bool,
+    /// Hints older than this are dropped, left to anti-entropy. Default 3 hours.
+    pub window_ms: u64,
+    /// Most hints kept per target; further ones are dropped and counted. Default 1,000,000.
+    pub max_per_target: u64,
+    /// Hints sent per replay batch. Default 256.
+    pub replay_batch: usize,
+    /// Most hints replayed per second per target. Default 20,000.
+    pub replay_rate: u64,
+    /// How often each target's hints are checked for replay. Default 500.
+    pub check_interval_ms: u64,
+}
+
+impl Default for HintsConfig {
+    fn default() -> Self {
+        HintsConfig {
+            enabled: true,
+            window_ms: 3 * 3600 * 1000,
+            max_per_target: 1_000_000,
+            replay_batch: 256,
+            replay_rate: 20_000,
+            check_interval_ms: 500,
+        }
+    }
+}
+
+/// Anti-entropy settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AntiEntropyConfig {
+    /// Interval between automatic rounds. Default 60,000 (one minute).
+    pub interval_ms: u64,
+    /// Tombstones are purged only once older than this; it must exceed twice the interval so a
+    /// delete reaches every replica before its tombstone can go. Default 10 days (as Cassandra's
+    /// gc_grace_seconds).
+    pub tombstone_grace_ms: u64,
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        AntiEntropyConfig {
+            interval_ms: 60_000,
+            tombstone_grace_ms: 10 * 24 * 3600 * 1000,
+        }
     }
 }
 
@@ -186,12 +266,21 @@ impl NodeConfig {
     /// Reads, parses and validates a configuration file. Relative paths inside it are resolved
     /// against the file's directory.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        let mut cfg: NodeConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), reason: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut cfg: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.data_dir, &mut cfg.tls.ca, &mut cfg.tls.cert, &mut cfg.tls.key] {
+        for p in [
+            &mut cfg.data_dir,
+            &mut cfg.tls.ca,
+            &mut cfg.tls.cert,
+            &mut cfg.tls.key,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -223,12 +312,32 @@ impl NodeConfig {
         if l.max_client_requests == 0 || l.max_internal_requests == 0 || l.write_queue == 0 {
             return bad("limits must be > 0".into());
         }
-        self.ring().map(|_| ()).map_err(|e| ConfigError::Invalid(format!("ring: {e}")))
+        let h = &self.hints;
+        if h.replay_batch == 0
+            || h.replay_rate == 0
+            || h.max_per_target == 0
+            || h.check_interval_ms == 0
+        {
+            return bad("hints: replay-batch, replay-rate, max-per-target and check-interval-ms must be > 0".into());
+        }
+        let ae = &self.anti_entropy;
+        if ae.interval_ms == 0 || ae.tombstone_grace_ms <= 2 * ae.interval_ms {
+            return bad(format!(
+                "anti-entropy: tombstone-grace-ms ({}) must exceed twice interval-ms ({}), or deleted data can come back",
+                ae.tombstone_grace_ms, ae.interval_ms
+            ));
+        }
+        self.ring()
+            .map(|_| ())
+            .map_err(|e| ConfigError::Invalid(format!("ring: {e}")))
     }
 
     /// The ring the members and replication describe.
     pub fn ring(&self) -> Result<ring::Ring, ring::RingError> {
-        ring::Ring::new(self.members.iter().map(MemberConfig::member).collect(), self.replication.strategy())
+        ring::Ring::new(
+            self.members.iter().map(MemberConfig::member).collect(),
+            self.replication.strategy(),
+        )
     }
 
     /// This node's member entry.
@@ -277,20 +386,32 @@ address = "127.0.0.1:7402"
         let cfg = NodeConfig::load(&p).expect("valid");
         assert_eq!(cfg.data_dir, dir.path().join("data"));
         assert_eq!(cfg.timeouts.request_ms, 2000);
-        assert_eq!(cfg.listen_addr(), Some("127.0.0.1:7401".parse().expect("addr")));
+        assert_eq!(
+            cfg.listen_addr(),
+            Some("127.0.0.1:7401".parse().expect("addr"))
+        );
         assert_eq!(cfg.me().map(|m| m.datacenter.as_str()), Some("dc1"));
     }
 
     #[test]
     fn rejects_unknown_keys_bad_syntax_and_inconsistencies() {
         let (_d, p) = write(&format!("{GOOD}\nbogus = 1\n"));
-        assert!(matches!(NodeConfig::load(&p), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            NodeConfig::load(&p),
+            Err(ConfigError::Parse { .. })
+        ));
         let (_d, p) = write("node-id = [");
-        assert!(matches!(NodeConfig::load(&p), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            NodeConfig::load(&p),
+            Err(ConfigError::Parse { .. })
+        ));
         let (_d, p) = write(&GOOD.replace("node-id = 1", "node-id = 9"));
         assert!(matches!(NodeConfig::load(&p), Err(ConfigError::Invalid(_))));
         let (_d, p) = write(&GOOD.replace("rf = 2", "rf = 3"));
         assert!(matches!(NodeConfig::load(&p), Err(ConfigError::Invalid(_))));
-        assert!(matches!(NodeConfig::load(Path::new("/nonexistent/x.toml")), Err(ConfigError::Read { .. })));
+        assert!(matches!(
+            NodeConfig::load(Path::new("/nonexistent/x.toml")),
+            Err(ConfigError::Read { .. })
+        ));
     }
 }

@@ -18,7 +18,12 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
 }
 
 fn counted(code: ErrorCode, message: String, acks: usize, required: usize) -> Response {
-    Response::Error(ErrorReply { code, message, acks: acks as u32, required: required as u32 })
+    Response::Error(ErrorReply {
+        code,
+        message,
+        acks: acks as u32,
+        required: required as u32,
+    })
 }
 
 fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<(), Response> {
@@ -28,14 +33,20 @@ fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<(), Response> {
     if key.len() > MAX_KEY_BYTES {
         return Err(error(
             ErrorCode::InvalidRequest,
-            format!("key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit", key.len()),
+            format!(
+                "key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
+                key.len()
+            ),
         ));
     }
     if let Some(v) = value {
         if v.len() > MAX_VALUE_BYTES {
             return Err(error(
                 ErrorCode::InvalidRequest,
-                format!("value of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit", v.len()),
+                format!(
+                    "value of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit",
+                    v.len()
+                ),
             ));
         }
     }
@@ -45,17 +56,45 @@ fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<(), Response> {
 /// What one replica said.
 type ReplicaResult<T> = (NodeId, Result<T, String>);
 
+/// How one replica write ended.
+enum WriteAck {
+    /// The replica stored it (or already had something newer).
+    Acked,
+    /// The replica failed; a hint for it is stored here.
+    Hinted(String),
+    /// The replica failed and no hint could be stored.
+    Failed(String),
+}
+
 impl Node {
     /// The key's replicas, the level's requirement, and the replicas known up — or the error
     /// reply when the level cannot be met.
-    fn plan(&self, key: &[u8], level: Consistency, for_read: bool) -> Result<(Requirement, Vec<NodeId>), Response> {
+    fn plan(
+        &self,
+        key: &[u8],
+        level: Consistency,
+        for_read: bool,
+    ) -> Result<(Requirement, Vec<NodeId>), Response> {
         let replicas = self.ring.replicas_for_key(key);
-        let req = Requirement::new(level, replicas, |n| self.dc_of(n), &self.datacenter, for_read).map_err(|e| match e {
+        let req = Requirement::new(
+            level,
+            replicas,
+            |n| self.dc_of(n),
+            &self.datacenter,
+            for_read,
+        )
+        .map_err(|e| match e {
             LevelError::AnyForRead => error(ErrorCode::InvalidRequest, e.to_string()),
             LevelError::TooFewReplicas { .. } => error(ErrorCode::Unavailable, e.to_string()),
         })?;
-        let alive: Vec<NodeId> = replicas.iter().copied().filter(|r| self.detector.is_up(*r)).collect();
-        if let Some((up, needed)) = req.shortfall(&alive) {
+        let alive: Vec<NodeId> = replicas
+            .iter()
+            .copied()
+            .filter(|r| self.detector.is_up(*r))
+            .collect();
+        // ANY is met by a hint on this node when hints are on, whatever is up.
+        let hint_suffices = level == Consistency::Any && self.cfg.hints.enabled;
+        if let (false, Some((up, needed))) = (hint_suffices, req.shortfall(&alive)) {
             return Err(counted(
                 ErrorCode::Unavailable,
                 format!("{level} needs {needed} replicas of this key but only {up} are up; nothing was written"),
@@ -67,7 +106,13 @@ impl Node {
     }
 
     /// Coordinates a put (`value` is `Some`) or a delete (`None`).
-    pub async fn coordinate_write(self: &Arc<Self>, key: Vec<u8>, value: Option<Vec<u8>>, level: Consistency, deadline: Instant) -> Response {
+    pub async fn coordinate_write(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        level: Consistency,
+        deadline: Instant,
+    ) -> Response {
         if let Err(resp) = check_sizes(&key, value.as_deref()) {
             return resp;
         }
@@ -75,33 +120,78 @@ impl Node {
             Ok(p) => p,
             Err(resp) => return resp,
         };
-        let version = Version { hlc: self.clock.now(), node: self.id };
+        let version = Version {
+            hlc: self.clock.now(),
+            node: self.id,
+        };
         let record = Record { version, value };
-        let (tx, mut rx) = mpsc::channel::<ReplicaResult<bool>>(alive.len().max(1));
         let key = Arc::new(key);
+        // Replicas known down get a hint now; the others are sent the write, and get a hint if
+        // they fail or do not answer in time.
+        let mut hinted = 0usize;
+        for &replica in self
+            .ring
+            .replicas_for_key(&key)
+            .iter()
+            .filter(|r| !alive.contains(r))
+        {
+            if self.store_hint(replica, key.to_vec(), record.clone()).await {
+                hinted += 1;
+            }
+        }
+        let (tx, mut rx) = mpsc::channel::<(NodeId, WriteAck)>(alive.len().max(1));
         for &replica in &alive {
             let (node, key, record, tx) = (self.clone(), key.clone(), record.clone(), tx.clone());
             tokio::spawn(async move {
-                let res = node.write_to(replica, key.to_vec(), record, deadline).await;
+                let res = node
+                    .write_to(replica, key.to_vec(), record.clone(), deadline)
+                    .await;
+                let res = match res {
+                    Ok(_) => WriteAck::Acked,
+                    Err(e) if node.store_hint(replica, key.to_vec(), record).await => {
+                        WriteAck::Hinted(e)
+                    }
+                    Err(e) => WriteAck::Failed(e),
+                };
                 let _ = tx.send((replica, res)).await;
             });
         }
         drop(tx);
+        if level == Consistency::Any && alive.is_empty() && hinted > 0 {
+            return Response::Written { version, acks: 0 };
+        }
         let mut acked = Vec::with_capacity(alive.len());
         let mut failures = Vec::new();
         let deadline_tokio = tokio::time::Instant::from_std(deadline);
-        while let Ok(Some((replica, res))) = tokio::time::timeout_at(deadline_tokio, rx.recv()).await {
+        while let Ok(Some((replica, res))) =
+            tokio::time::timeout_at(deadline_tokio, rx.recv()).await
+        {
             match res {
-                Ok(_) => {
+                WriteAck::Acked => {
                     acked.push(replica);
                     if req.met_by(&acked) {
-                        return Response::Written { version, acks: acked.len() as u32 };
+                        return Response::Written {
+                            version,
+                            acks: acked.len() as u32,
+                        };
                     }
                 }
-                Err(e) => failures.push(format!("node {replica}: {e}")),
+                // ANY counts a durable hint as the write being stored; no other level does.
+                WriteAck::Hinted(_) if level == Consistency::Any => {
+                    return Response::Written {
+                        version,
+                        acks: acked.len() as u32,
+                    };
+                }
+                WriteAck::Hinted(e) => failures.push(format!("node {replica}: {e} (hinted)")),
+                WriteAck::Failed(e) => failures.push(format!("node {replica}: {e}")),
             }
         }
-        let detail = if failures.is_empty() { String::new() } else { format!(" ({})", failures.join("; ")) };
+        let detail = if failures.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", failures.join("; "))
+        };
         counted(
             ErrorCode::Timeout,
             format!(
@@ -115,11 +205,25 @@ impl Node {
     }
 
     /// Sends one record to one replica (this node writes locally).
-    pub async fn write_to(&self, replica: NodeId, key: Vec<u8>, record: Record, deadline: Instant) -> Result<bool, String> {
+    pub async fn write_to(
+        &self,
+        replica: NodeId,
+        key: Vec<u8>,
+        record: Record,
+        deadline: Instant,
+    ) -> Result<bool, String> {
         if replica == self.id {
-            return self.store.apply(key, record).await.map_err(|e| e.to_string());
+            return self
+                .store
+                .apply(key, record)
+                .await
+                .map(|a| a.stored())
+                .map_err(|e| e.to_string());
         }
-        match self.call_peer(replica, Request::ReplicaWrite { key, record }, deadline).await? {
+        match self
+            .call_peer(replica, Request::ReplicaWrite { key, record }, deadline)
+            .await?
+        {
             Response::ReplicaAck { applied } => Ok(applied),
             Response::Error(e) => Err(e.to_string()),
             other => Err(format!("unexpected reply {other:?}")),
@@ -127,11 +231,19 @@ impl Node {
     }
 
     /// Reads one key from one replica (this node reads locally).
-    pub async fn read_from(&self, replica: NodeId, key: Vec<u8>, deadline: Instant) -> Result<Option<Record>, String> {
+    pub async fn read_from(
+        &self,
+        replica: NodeId,
+        key: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Option<Record>, String> {
         if replica == self.id {
             return self.store.get(key).await.map_err(|e| e.to_string());
         }
-        match self.call_peer(replica, Request::ReplicaRead { key }, deadline).await? {
+        match self
+            .call_peer(replica, Request::ReplicaRead { key }, deadline)
+            .await?
+        {
             Response::ReplicaRecord { record } => {
                 if let Some(r) = &record {
                     // Absorb the version so later writes here order after what was read.
@@ -144,13 +256,25 @@ impl Node {
         }
     }
 
-    async fn call_peer(&self, peer: NodeId, req: Request, deadline: Instant) -> Result<Response, String> {
-        let addr = *self.addrs.get(&peer).ok_or_else(|| format!("unknown node {peer}"))?;
+    pub(crate) async fn call_peer(
+        &self,
+        peer: NodeId,
+        req: Request,
+        deadline: Instant,
+    ) -> Result<Response, String> {
+        let addr = *self
+            .addrs
+            .get(&peer)
+            .ok_or_else(|| format!("unknown node {peer}"))?;
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err("deadline passed".into());
         }
-        let resp = self.pool.call(addr, req, left).await.map_err(|e| e.to_string())?;
+        let resp = self
+            .pool
+            .call(addr, req, left)
+            .await
+            .map_err(|e| e.to_string())?;
         self.detector.record_ok(peer);
         Ok(resp)
     }
@@ -159,14 +283,29 @@ impl Node {
     /// ring order.
     fn read_preference(&self, alive: &[NodeId]) -> Vec<NodeId> {
         let mut order: Vec<NodeId> = alive.iter().copied().filter(|r| *r == self.id).collect();
-        order.extend(alive.iter().copied().filter(|r| *r != self.id && self.dc_of(*r) == self.datacenter));
-        order.extend(alive.iter().copied().filter(|r| self.dc_of(*r) != self.datacenter));
+        order.extend(
+            alive
+                .iter()
+                .copied()
+                .filter(|r| *r != self.id && self.dc_of(*r) == self.datacenter),
+        );
+        order.extend(
+            alive
+                .iter()
+                .copied()
+                .filter(|r| self.dc_of(*r) != self.datacenter),
+        );
         order
     }
 
     /// Coordinates a get: asks the fewest replicas that can meet the level, asks a spare replica
     /// for each one that fails, and answers with the newest version among the replies.
-    pub async fn coordinate_read(self: &Arc<Self>, key: Vec<u8>, level: Consistency, deadline: Instant) -> Response {
+    pub async fn coordinate_read(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        level: Consistency,
+        deadline: Instant,
+    ) -> Response {
         if let Err(resp) = check_sizes(&key, None) {
             return resp;
         }
@@ -189,26 +328,28 @@ impl Node {
         let mut outstanding = first.len();
         first.iter().for_each(|r| spawn_read(*r));
         let mut answered: Vec<NodeId> = Vec::new();
+        let mut seen: Vec<(NodeId, Option<Version>)> = Vec::new();
         let mut newest: Option<Record> = None;
         let mut failures = Vec::new();
         let deadline_tokio = tokio::time::Instant::from_std(deadline);
         while outstanding > 0 {
-            let Ok(Some((replica, res))) = tokio::time::timeout_at(deadline_tokio, rx.recv()).await else { break };
+            let Ok(Some((replica, res))) = tokio::time::timeout_at(deadline_tokio, rx.recv()).await
+            else {
+                break;
+            };
             outstanding -= 1;
             match res {
                 Ok(record) => {
                     answered.push(replica);
-                    if record.as_ref().is_some_and(|r| r.supersedes(newest.as_ref())) {
+                    seen.push((replica, record.as_ref().map(|r| r.version)));
+                    if record
+                        .as_ref()
+                        .is_some_and(|r| r.supersedes(newest.as_ref()))
+                    {
                         newest = record;
                     }
                     if req.met_by(&answered) {
-                        let replies = answered.len() as u32;
-                        return match newest {
-                            Some(Record { version, value: Some(value) }) => {
-                                Response::Value { value: Some(value), version: Some(version), replies }
-                            }
-                            _ => Response::Value { value: None, version: None, replies },
-                        };
+                        return self.finish_read(&key, level, newest, &seen, deadline).await;
                     }
                 }
                 Err(e) => {
@@ -220,12 +361,90 @@ impl Node {
                 }
             }
         }
-        let detail = if failures.is_empty() { String::new() } else { format!(" ({})", failures.join("; ")) };
+        let detail = if failures.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", failures.join("; "))
+        };
         counted(
             ErrorCode::Timeout,
-            format!("{level} read: {} of {} required replicas answered in time{detail}", answered.len(), req.total_needed()),
+            format!(
+                "{level} read: {} of {} required replicas answered in time{detail}",
+                answered.len(),
+                req.total_needed()
+            ),
             answered.len(),
             req.total_needed(),
         )
+    }
+}
+
+impl Node {
+    /// Answers a read whose level is met, after read repair: every replica that answered with an
+    /// older version (or none) is sent the newest record. At levels above ONE the repair finishes
+    /// before the answer, so once a quorum read returns a value every later quorum read sees it
+    /// (monotonic quorum reads); at ONE and LOCAL_ONE it runs in the background.
+    async fn finish_read(
+        self: &Arc<Self>,
+        key: &Arc<Vec<u8>>,
+        level: Consistency,
+        newest: Option<Record>,
+        seen: &[(NodeId, Option<Version>)],
+        deadline: Instant,
+    ) -> Response {
+        let replies = seen.len() as u32;
+        let Some(newest) = newest else {
+            return Response::Value {
+                value: None,
+                version: None,
+                replies,
+            };
+        };
+        let stale: Vec<NodeId> = seen
+            .iter()
+            .filter(|(_, v)| *v != Some(newest.version))
+            .map(|(n, _)| *n)
+            .collect();
+        if !stale.is_empty() {
+            self.stats
+                .read_repairs
+                .fetch_add(stale.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let repairs: Vec<_> = stale
+                .iter()
+                .map(|&replica| {
+                    let (node, key, record) = (self.clone(), key.clone(), newest.clone());
+                    tokio::spawn(async move {
+                        node.write_to(replica, key.to_vec(), record, deadline).await
+                    })
+                })
+                .collect();
+            if !matches!(level, Consistency::One | Consistency::LocalOne) {
+                for (replica, repair) in stale.iter().zip(repairs) {
+                    if !matches!(repair.await, Ok(Ok(_))) {
+                        return counted(
+                            ErrorCode::Timeout,
+                            format!("{level} read: read repair of node {replica} did not complete in time"),
+                            seen.len(),
+                            seen.len(),
+                        );
+                    }
+                }
+            }
+        }
+        match newest {
+            Record {
+                version,
+                value: Some(value),
+            } => Response::Value {
+                value: Some(value),
+                version: Some(version),
+                replies,
+            },
+            Record { .. } => Response::Value {
+                value: None,
+                version: None,
+                replies,
+            },
+        }
     }
 }

@@ -18,8 +18,16 @@ pub struct FailureDetector {
 impl FailureDetector {
     /// A detector for `peers`, all initially down until they answer.
     pub fn new(me: NodeId, peers: impl IntoIterator<Item = NodeId>, down_after: Duration) -> Self {
-        let last_ok = peers.into_iter().filter(|p| *p != me).map(|p| (p, Mutex::new(None))).collect();
-        FailureDetector { me, down_after, last_ok }
+        let last_ok = peers
+            .into_iter()
+            .filter(|p| *p != me)
+            .map(|p| (p, Mutex::new(None)))
+            .collect();
+        FailureDetector {
+            me,
+            down_after,
+            last_ok,
+        }
     }
 
     /// Records that `peer` answered just now.
@@ -30,12 +38,17 @@ impl FailureDetector {
     }
 
     fn last(&self, peer: NodeId) -> Option<Instant> {
-        self.last_ok.get(&peer).and_then(|s| *s.lock().unwrap_or_else(|p| p.into_inner()))
+        self.last_ok
+            .get(&peer)
+            .and_then(|s| *s.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Whether `peer` is considered up. A node is always up to itself.
     pub fn is_up(&self, peer: NodeId) -> bool {
-        peer == self.me || self.last(peer).is_some_and(|t| t.elapsed() < self.down_after)
+        peer == self.me
+            || self
+                .last(peer)
+                .is_some_and(|t| t.elapsed() < self.down_after)
     }
 
     /// Every peer's state, for status reports.

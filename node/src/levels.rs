@@ -27,14 +27,21 @@ pub struct Requirement {
 pub enum LevelError {
     /// The level needs more replicas than the key has (in total or in a datacenter).
     #[error("{level} needs {needed} replicas but the key has {have}{}", in_dc(.datacenter))]
-    TooFewReplicas { level: Consistency, needed: usize, have: usize, datacenter: Option<String> },
+    TooFewReplicas {
+        level: Consistency,
+        needed: usize,
+        have: usize,
+        datacenter: Option<String>,
+    },
     /// ANY applies to writes only.
     #[error("ANY is a write-only consistency level")]
     AnyForRead,
 }
 
 fn in_dc(dc: &Option<String>) -> String {
-    dc.as_ref().map(|d| format!(" in datacenter {d}")).unwrap_or_default()
+    dc.as_ref()
+        .map(|d| format!(" in datacenter {d}"))
+        .unwrap_or_default()
 }
 
 fn quorum(n: usize) -> usize {
@@ -52,7 +59,13 @@ impl Requirement {
         for_read: bool,
     ) -> Result<Requirement, LevelError> {
         let all = || replicas.to_vec();
-        let in_dc = |dc: &str| replicas.iter().copied().filter(|r| dc_of(*r) == dc).collect::<Vec<_>>();
+        let in_dc = |dc: &str| {
+            replicas
+                .iter()
+                .copied()
+                .filter(|r| dc_of(*r) == dc)
+                .collect::<Vec<_>>()
+        };
         let group = |members: Vec<NodeId>, needed: usize, dc: Option<&str>| {
             if needed > members.len() || members.is_empty() {
                 Err(LevelError::TooFewReplicas {
@@ -161,8 +174,18 @@ mod tests {
         assert!(!all.met_by(&[1, 2]) && all.met_by(&[1, 2, 3]));
         assert_eq!(all.shortfall(&[1, 2]), Some((2, 3)));
         assert_eq!(q.shortfall(&[1, 2]), None);
-        assert!(matches!(req(Consistency::Three, &[1, 2]), Err(LevelError::TooFewReplicas { needed: 3, have: 2, .. })));
-        assert_eq!(Requirement::new(Consistency::Any, &r, dc, "dc1", true), Err(LevelError::AnyForRead));
+        assert!(matches!(
+            req(Consistency::Three, &[1, 2]),
+            Err(LevelError::TooFewReplicas {
+                needed: 3,
+                have: 2,
+                ..
+            })
+        ));
+        assert_eq!(
+            Requirement::new(Consistency::Any, &r, dc, "dc1", true),
+            Err(LevelError::AnyForRead)
+        );
     }
 
     #[test]

@@ -6,14 +6,21 @@
 //! - [`coordinator`]: coordinating puts, deletes and gets across a key's replicas.
 //! - [`levels`]: what each consistency level requires of a key's replicas.
 //! - [`failure_detector`]: heartbeat-based liveness of peers.
-//! - [`local_store`]: the storage engine behind a batching writer thread and the blocking pool.
+//! - [`local_store`]: the storage engine behind a batching writer thread and the blocking pool;
+//!   keeps the Merkle trees current on every write.
+//! - [`hinted_handoff`]: durable hints for replicas that missed writes, and their replay.
+//! - [`anti_entropy`]: Merkle-tree comparison with other replicas, and tombstone purge.
+//! - [`metrics`]: the Prometheus text endpoint.
 //!
 //! A request flows: transport (proto) -> [`node::Node`] handler -> [`coordinator`] -> replica
 //! requests to peers (or [`local_store`] for this node) -> answer when the level is met.
 
+pub mod anti_entropy;
 pub mod config;
 pub mod coordinator;
 pub mod failure_detector;
+pub mod hinted_handoff;
 pub mod levels;
 pub mod local_store;
+pub mod metrics;
 pub mod node;

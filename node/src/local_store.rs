@@ -4,8 +4,9 @@
 //! tokio's blocking pool.
 
 use proto::Record;
-use std::sync::Arc;
-use storage::{Engine, StorageError, Write};
+use std::sync::{Arc, Mutex};
+use storage::merkle::TreeSet;
+use storage::{Applied, Engine, StorageError, Write};
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
@@ -14,7 +15,7 @@ const MAX_BATCH: usize = 1024;
 
 struct Job {
     write: Write,
-    done: oneshot::Sender<Result<bool, String>>,
+    done: oneshot::Sender<Result<Applied, String>>,
 }
 
 /// Handle to the engine and its writer thread.
@@ -43,10 +44,17 @@ impl From<StorageError> for LocalStoreError {
 
 impl LocalStore {
     /// Starts the writer thread. The queue holds at most `queue` writes; writers wait beyond that.
-    pub fn start(engine: Arc<dyn Engine>, queue: usize) -> std::io::Result<(LocalStore, std::thread::JoinHandle<()>)> {
+    /// Every applied write updates `trees` with the version it replaced and the new one.
+    pub fn start(
+        engine: Arc<dyn Engine>,
+        queue: usize,
+        trees: Arc<Mutex<TreeSet>>,
+    ) -> std::io::Result<(LocalStore, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(queue);
         let e = engine.clone();
-        let handle = std::thread::Builder::new().name("storage-writer".into()).spawn(move || writer(e, rx))?;
+        let handle = std::thread::Builder::new()
+            .name("storage-writer".into())
+            .spawn(move || writer(e, rx, trees))?;
         Ok((LocalStore { engine, tx }, handle))
     }
 
@@ -55,11 +63,20 @@ impl LocalStore {
         &self.engine
     }
 
-    /// Applies one write (last-write-wins). `Ok(true)` if it was newer and stored.
-    pub async fn apply(&self, key: Vec<u8>, record: Record) -> Result<bool, LocalStoreError> {
+    /// Applies one write (last-write-wins): [`Applied::Stored`] (with the version it replaced) if
+    /// it was newer and stored, [`Applied::Ignored`] otherwise.
+    pub async fn apply(&self, key: Vec<u8>, record: Record) -> Result<Applied, LocalStoreError> {
         let (done, rx) = oneshot::channel();
-        self.tx.send(Job { write: Write { key, record }, done }).await.map_err(|_| LocalStoreError::Stopped)?;
-        rx.await.map_err(|_| LocalStoreError::Stopped)?.map_err(LocalStoreError::Storage)
+        self.tx
+            .send(Job {
+                write: Write { key, record },
+                done,
+            })
+            .await
+            .map_err(|_| LocalStoreError::Stopped)?;
+        rx.await
+            .map_err(|_| LocalStoreError::Stopped)?
+            .map_err(LocalStoreError::Storage)
     }
 
     /// Reads the local record of a key, tombstones included.
@@ -72,7 +89,7 @@ impl LocalStore {
     }
 }
 
-fn writer(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<Job>) {
+fn writer(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<Job>, trees: Arc<Mutex<TreeSet>>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut writes: Vec<Write> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -90,6 +107,14 @@ fn writer(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<Job>) {
         }
         match engine.apply(&writes) {
             Ok(applied) => {
+                {
+                    let mut trees = trees.lock().unwrap_or_else(|p| p.into_inner());
+                    for (w, a) in writes.iter().zip(&applied) {
+                        if let Applied::Stored { previous } = a {
+                            trees.update(&w.key, *previous, Some(w.record.version));
+                        }
+                    }
+                }
                 for (done, a) in dones.into_iter().zip(applied) {
                     let _ = done.send(Ok(a));
                 }

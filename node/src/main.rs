@@ -7,7 +7,11 @@ use std::sync::Arc;
 
 /// A ringkv node.
 #[derive(Parser)]
-#[command(name = "ringkv-node", version, about = "A ringkv node: stores replicas and coordinates requests")]
+#[command(
+    name = "ringkv-node",
+    version,
+    about = "A ringkv node: stores replicas and coordinates requests"
+)]
 struct Args {
     /// Path to the node's TOML configuration.
     #[arg(long, short)]
@@ -20,7 +24,9 @@ const EXIT_CONFIG: i32 = 78;
 fn main() {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cfg = match node::config::NodeConfig::load(&args.config) {
@@ -31,7 +37,11 @@ fn main() {
         }
     };
     // A small fixed number of runtime threads: the node shares the machine with its peers.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
@@ -45,14 +55,20 @@ fn main() {
 }
 
 async fn run(cfg: node::config::NodeConfig) -> anyhow::Result<()> {
-    let opts = storage::RocksOptions { sync_writes: cfg.limits.sync_writes, ..Default::default() };
+    let opts = storage::RocksOptions {
+        sync_writes: cfg.limits.sync_writes,
+        ..Default::default()
+    };
     let path = cfg.data_dir.clone();
     let engine = tokio::task::spawn_blocking(move || storage::RocksEngine::open(&path, opts))
         .await?
         .with_context(|| format!("opening storage at {}", cfg.data_dir.display()))?;
     let engine: Arc<dyn storage::Engine> = Arc::new(engine);
     let running = node::node::start(cfg, engine.clone()).await?;
-    eprintln!("ringkv-node {} listening on {}", running.node.id, running.addr);
+    eprintln!(
+        "ringkv-node {} listening on {}",
+        running.node.id, running.addr
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}

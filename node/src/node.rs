@@ -6,7 +6,7 @@ use crate::config::NodeConfig;
 use crate::failure_detector::FailureDetector;
 use crate::local_store::LocalStore;
 use futures::future::BoxFuture;
-use proto::message::{MemberInfo, NodeStatus, Topology};
+use proto::message::{MemberInfo, NodeStatus, RepairReport, Topology};
 use proto::tls::TlsMaterial;
 use proto::transport::{serve, server_endpoint, Caller, Pool, ServerLimits, Service};
 use proto::version::hlc_from_millis;
@@ -47,6 +47,22 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// Counters of the node's self-healing work.
+#[derive(Default)]
+pub struct Stats {
+    /// Stale replicas sent the newest version by read repair.
+    pub read_repairs: AtomicU64,
+}
+
+/// Anti-entropy counters.
+#[derive(Default)]
+pub struct AntiEntropyStats {
+    /// Keys pulled or pushed by anti-entropy since start.
+    pub keys_repaired: AtomicU64,
+    /// When the last round ended, and what it did.
+    pub last: std::sync::Mutex<Option<(Instant, RepairReport)>>,
+}
+
 /// Everything a node shares between its tasks.
 pub struct Node {
     /// This node's id.
@@ -71,6 +87,16 @@ pub struct Node {
     pub detector: FailureDetector,
     /// Client requests coordinated.
     pub coordinated: AtomicU64,
+    /// Counters exposed in status and metrics.
+    pub stats: Stats,
+    /// Hinted-handoff counters.
+    pub hint_stats: crate::hinted_handoff::HintStats,
+    /// Merkle trees of the ranges this node replicates, updated by every local write.
+    pub trees: Arc<std::sync::Mutex<storage::merkle::TreeSet>>,
+    /// Held while an anti-entropy round runs, so rounds never overlap.
+    pub ae_running: tokio::sync::Mutex<()>,
+    /// Anti-entropy counters.
+    pub ae_stats: AntiEntropyStats,
     in_flight: AtomicU64,
     started: Instant,
     topology: Topology,
@@ -90,15 +116,26 @@ impl Node {
     async fn handle(self: Arc<Self>, req: Request, deadline: Instant) -> Response {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(&self.in_flight);
-        let deadline = deadline.min(Instant::now() + self.request_timeout());
+        // A repair round may take long; everything else is bounded by the request timeout.
+        let deadline = if matches!(req, Request::Repair) {
+            deadline
+        } else {
+            deadline.min(Instant::now() + self.request_timeout())
+        };
         match req {
-            Request::Put { key, value, consistency } => {
+            Request::Put {
+                key,
+                value,
+                consistency,
+            } => {
                 self.coordinated.fetch_add(1, Ordering::Relaxed);
-                self.coordinate_write(key, Some(value), consistency, deadline).await
+                self.coordinate_write(key, Some(value), consistency, deadline)
+                    .await
             }
             Request::Delete { key, consistency } => {
                 self.coordinated.fetch_add(1, Ordering::Relaxed);
-                self.coordinate_write(key, None, consistency, deadline).await
+                self.coordinate_write(key, None, consistency, deadline)
+                    .await
             }
             Request::Get { key, consistency } => {
                 self.coordinated.fetch_add(1, Ordering::Relaxed);
@@ -111,10 +148,21 @@ impl Node {
                     warn!(peer = from, error = %e, "heartbeat clock refused");
                 }
                 self.detector.record_ok(from);
-                Response::Pong { from: self.id, hlc: self.clock.peek() }
+                Response::Pong {
+                    from: self.id,
+                    hlc: self.clock.peek(),
+                }
             }
             Request::ReplicaWrite { key, record } => self.replica_write(key, record).await,
-            Request::ReplicaRead { key } => self.replica_read(key).await,
+            Request::ReplicaRead { key } | Request::Inspect { key } => self.replica_read(key).await,
+            Request::ReplicaWriteBatch { writes } => self.replica_write_batch(writes).await,
+            Request::TreeHashes {
+                range,
+                level,
+                nodes,
+            } => self.serve_tree_hashes(range, level, &nodes),
+            Request::SyncLeaves { range, leaves } => self.serve_sync_leaves(range, leaves).await,
+            Request::Repair => Response::RepairReport(self.anti_entropy_round(|_| true).await),
         }
     }
 
@@ -123,9 +171,34 @@ impl Node {
             return Response::Error(ErrorReply::new(ErrorCode::ClockSkew, e.to_string()));
         }
         match self.store.apply(key, record).await {
-            Ok(applied) => Response::ReplicaAck { applied },
+            Ok(applied) => Response::ReplicaAck {
+                applied: applied.stored(),
+            },
             Err(e) => Response::Error(ErrorReply::new(ErrorCode::Internal, e.to_string())),
         }
+    }
+
+    async fn replica_write_batch(&self, writes: Vec<proto::message::KeyRecord>) -> Response {
+        if let Some(max) = writes.iter().map(|w| w.record.version.hlc).max() {
+            if let Err(e) = self.clock.observe(max) {
+                return Response::Error(ErrorReply::new(ErrorCode::ClockSkew, e.to_string()));
+            }
+        }
+        // Queue them all before awaiting any, so the writer thread applies them as one batch.
+        let pending: Vec<_> = writes
+            .into_iter()
+            .map(|w| self.store.apply(w.key, w.record))
+            .collect();
+        let mut applied = Vec::with_capacity(pending.len());
+        for res in futures::future::join_all(pending).await {
+            match res {
+                Ok(a) => applied.push(a.stored()),
+                Err(e) => {
+                    return Response::Error(ErrorReply::new(ErrorCode::Internal, e.to_string()))
+                }
+            }
+        }
+        Response::ReplicaAcks { applied }
     }
 
     async fn replica_read(&self, key: Vec<u8>) -> Response {
@@ -135,7 +208,14 @@ impl Node {
         }
     }
 
-    fn status(&self) -> NodeStatus {
+    /// This node's status report.
+    pub fn status(&self) -> NodeStatus {
+        let last = self
+            .ae_stats
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         NodeStatus {
             id: self.id,
             datacenter: self.datacenter.clone(),
@@ -143,19 +223,30 @@ impl Node {
             peers: self.detector.snapshot(),
             coordinated: self.coordinated.load(Ordering::Relaxed),
             records: self.store.engine().approximate_len(),
+            hints_pending: self.hints_pending(),
+            hints_replayed: self.hint_stats.replayed.load(Ordering::Relaxed),
+            hints_dropped: self.hint_stats.dropped.load(Ordering::Relaxed),
+            read_repairs: self.stats.read_repairs.load(Ordering::Relaxed),
+            last_repair: last.map(|(at, r)| (at.elapsed().as_secs(), r)),
+            keys_repaired: self.ae_stats.keys_repaired.load(Ordering::Relaxed),
         }
     }
 
     /// Pings every peer forever, marking answers in the failure detector.
     async fn heartbeat(self: Arc<Self>, peer: NodeId) {
-        let Some(&addr) = self.addrs.get(&peer) else { return };
+        let Some(&addr) = self.addrs.get(&peer) else {
+            return;
+        };
         let every = Duration::from_millis(self.cfg.timeouts.heartbeat_ms);
         let timeout = Duration::from_millis(self.cfg.timeouts.down_after_ms);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let ping = Request::Ping { from: self.id, hlc: self.clock.peek() };
+            let ping = Request::Ping {
+                from: self.id,
+                hlc: self.clock.peek(),
+            };
             if let Ok(Response::Pong { from, hlc }) = self.pool.call(addr, ping, timeout).await {
                 if from == peer {
                     self.detector.record_ok(peer);
@@ -167,8 +258,14 @@ impl Node {
 
     /// Persists a clock reservation ahead of anything issued so far.
     fn reserve_clock(&self) -> Result<(), storage::StorageError> {
-        let reserve = hlc_from_millis((self.clock.peek() >> proto::version::HLC_LOGICAL_BITS).max(proto::version::wall_millis()) + CLOCK_RESERVE_MS);
-        self.store.engine().put_meta(CLOCK_META_KEY, &reserve.to_be_bytes())
+        let reserve = hlc_from_millis(
+            (self.clock.peek() >> proto::version::HLC_LOGICAL_BITS)
+                .max(proto::version::wall_millis())
+                + CLOCK_RESERVE_MS,
+        );
+        self.store
+            .engine()
+            .put_meta(CLOCK_META_KEY, &reserve.to_be_bytes())
     }
 }
 
@@ -184,7 +281,12 @@ impl Drop for InFlight<'_> {
 struct NodeService(Arc<Node>);
 
 impl Service for NodeService {
-    fn handle(&self, _caller: Caller, request: Request, deadline: Instant) -> BoxFuture<'static, Response> {
+    fn handle(
+        &self,
+        _caller: Caller,
+        request: Request,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Response> {
         // The transport already refused replica requests from non-node certificates.
         Box::pin(self.0.clone().handle(request, deadline))
     }
@@ -203,15 +305,22 @@ pub struct RunningNode {
 }
 
 fn load_clock_floor(engine: &dyn Engine) -> Result<u64, StartError> {
-    let raw = engine.get_meta(CLOCK_META_KEY).map_err(|e| StartError::Storage(e.to_string()))?;
-    Ok(raw.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(u64::from_be_bytes).unwrap_or(0))
+    let raw = engine
+        .get_meta(CLOCK_META_KEY)
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    Ok(raw
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0))
 }
 
 /// Starts a node on `engine` with `cfg`: binds the endpoint, starts the writer thread, the
 /// heartbeats and the server loop.
 pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNode, StartError> {
     cfg.validate()?;
-    let ring = cfg.ring().map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
+    let ring = cfg
+        .ring()
+        .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
     let tls = TlsMaterial::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
     let listen = cfg
         .listen_addr()
@@ -219,38 +328,89 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
     let endpoint = server_endpoint(listen, &tls)?;
     let addr = endpoint.local_addr()?;
     let floor = load_clock_floor(engine.as_ref())?;
-    let (store, writer) = LocalStore::start(engine, cfg.limits.write_queue)?;
+    // Trees are rebuilt from storage at start-up: one scan of the ranges this node replicates.
+    let ranges: Vec<ring::TokenRange> = ring
+        .ranges_of(cfg.node_id)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    let e2 = engine.clone();
+    let trees = tokio::task::spawn_blocking(move || {
+        storage::merkle::TreeSet::rebuild(e2.as_ref(), ranges, 4096)
+    })
+    .await
+    .map_err(|e| StartError::Storage(e.to_string()))?
+    .map_err(|e| StartError::Storage(e.to_string()))?;
+    let trees = Arc::new(std::sync::Mutex::new(trees));
+    let (store, writer) = LocalStore::start(engine, cfg.limits.write_queue, trees.clone())?;
     let members: Vec<MemberInfo> = cfg
         .members
         .iter()
-        .map(|m| MemberInfo { member: m.member(), addr: m.address.to_string() })
+        .map(|m| MemberInfo {
+            member: m.member(),
+            addr: m.address.to_string(),
+        })
         .collect();
-    let me = cfg.me().cloned().ok_or_else(|| crate::config::ConfigError::Invalid("node not in members".into()))?;
+    let me = cfg
+        .me()
+        .cloned()
+        .ok_or_else(|| crate::config::ConfigError::Invalid("node not in members".into()))?;
     let node = Arc::new(Node {
         id: cfg.node_id,
         datacenter: me.datacenter.clone(),
         ring,
         addrs: cfg.members.iter().map(|m| (m.id, m.address)).collect(),
-        dcs: cfg.members.iter().map(|m| (m.id, m.datacenter.clone())).collect(),
+        dcs: cfg
+            .members
+            .iter()
+            .map(|m| (m.id, m.datacenter.clone()))
+            .collect(),
         clock: HybridClock::new(floor, cfg.timeouts.max_clock_ahead_ms),
         store,
-        pool: Pool::new(endpoint.clone(), Duration::from_millis(cfg.timeouts.connect_ms)),
-        detector: FailureDetector::new(cfg.node_id, cfg.members.iter().map(|m| m.id), Duration::from_millis(cfg.timeouts.down_after_ms)),
+        pool: Pool::new(
+            endpoint.clone(),
+            Duration::from_millis(cfg.timeouts.connect_ms),
+        ),
+        detector: FailureDetector::new(
+            cfg.node_id,
+            cfg.members.iter().map(|m| m.id),
+            Duration::from_millis(cfg.timeouts.down_after_ms),
+        ),
         coordinated: AtomicU64::new(0),
+        stats: Stats::default(),
+        hint_stats: Default::default(),
+        trees,
+        ae_running: tokio::sync::Mutex::new(()),
+        ae_stats: AntiEntropyStats::default(),
         in_flight: AtomicU64::new(0),
         started: Instant::now(),
-        topology: Topology { cluster: cfg.cluster_name.clone(), members, strategy: cfg.replication.strategy() },
+        topology: Topology {
+            cluster: cfg.cluster_name.clone(),
+            members,
+            strategy: cfg.replication.strategy(),
+        },
         cfg,
     });
-    node.reserve_clock().map_err(|e| StartError::Storage(e.to_string()))?;
+    node.reserve_clock()
+        .map_err(|e| StartError::Storage(e.to_string()))?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let limits = ServerLimits {
         max_client_requests: node.cfg.limits.max_client_requests,
         max_internal_requests: node.cfg.limits.max_internal_requests,
     };
-    let mut tasks = vec![tokio::spawn(serve(endpoint.clone(), Arc::new(NodeService(node.clone())), limits, shutdown_rx))];
+    let mut tasks = vec![tokio::spawn(serve(
+        endpoint.clone(),
+        Arc::new(NodeService(node.clone())),
+        limits,
+        shutdown_rx,
+    ))];
     for peer in node.detector.peers().collect::<Vec<_>>() {
         tasks.push(tokio::spawn(node.clone().heartbeat(peer)));
+        tasks.push(tokio::spawn(node.clone().replay_hints_to(peer)));
+    }
+    tasks.push(tokio::spawn(node.clone().anti_entropy_loop()));
+    if let Some(metrics) = node.cfg.metrics_listen {
+        tasks.push(tokio::spawn(crate::metrics::serve(node.clone(), metrics)));
     }
     let n = node.clone();
     tasks.push(tokio::spawn(async move {
@@ -265,7 +425,14 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
         }
     }));
     info!(node = node.id, %addr, "node started");
-    Ok(RunningNode { node, addr, endpoint, shutdown, tasks, writer })
+    Ok(RunningNode {
+        node,
+        addr,
+        endpoint,
+        shutdown,
+        tasks,
+        writer,
+    })
 }
 
 impl RunningNode {
@@ -311,7 +478,8 @@ impl RunningNode {
         drop(node);
         drop(self.endpoint);
         let writer = self.writer;
-        let joined = tokio::time::timeout(grace, tokio::task::spawn_blocking(move || writer.join())).await;
+        let joined =
+            tokio::time::timeout(grace, tokio::task::spawn_blocking(move || writer.join())).await;
         if joined.is_err() {
             warn!("storage writer did not stop in time");
         }

@@ -1,7 +1,10 @@
 //! Nodes started in-process on the memory backend, talking over real QUIC on loopback: the
 //! coordinator's levels, Unavailable and Timeout, and clock persistence across restarts.
 
-use node::config::{Limits, MemberConfig, NodeConfig, Replication, Timeouts, TlsFiles};
+use node::config::{
+    AntiEntropyConfig, HintsConfig, Limits, MemberConfig, NodeConfig, Replication, Timeouts,
+    TlsFiles,
+};
 use node::node::{start, RunningNode};
 use proto::tls::{generate_ca, issue, write_pem, Role, TlsMaterial};
 use proto::transport::{client_endpoint, Pool};
@@ -22,7 +25,10 @@ struct Cluster {
 }
 
 fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn write_tls(dir: &Path, name: &str, m: &TlsMaterial) -> TlsFiles {
@@ -30,7 +36,11 @@ fn write_tls(dir: &Path, name: &str, m: &TlsMaterial) -> TlsFiles {
     let key = dir.join(format!("{name}.key"));
     write_pem(&cert, &m.cert_pem, false).expect("cert");
     write_pem(&key, &m.key_pem, true).expect("key");
-    TlsFiles { ca: dir.join("ca.pem"), cert, key }
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert,
+        key,
+    }
 }
 
 impl Cluster {
@@ -61,15 +71,40 @@ impl Cluster {
                 data_dir: dir.path().join(format!("data-{}", m.id)),
                 tls: write_tls(dir.path(), &format!("node-{}", m.id), &tls),
                 replication: replication.clone(),
-                timeouts: Timeouts { request_ms: 1000, heartbeat_ms: 50, down_after_ms: 300, ..Timeouts::default() },
+                timeouts: Timeouts {
+                    request_ms: 1000,
+                    heartbeat_ms: 50,
+                    down_after_ms: 300,
+                    ..Timeouts::default()
+                },
                 limits: Limits::default(),
+                hints: HintsConfig {
+                    check_interval_ms: 100,
+                    ..HintsConfig::default()
+                },
+                // Rounds only when asked (Request::Repair), so tests control them.
+                anti_entropy: AntiEntropyConfig {
+                    interval_ms: 3_600_000,
+                    tombstone_grace_ms: 8_000_000,
+                },
+                metrics_listen: None,
                 members: members.clone(),
             });
         }
         let client = issue(&ca, "test", Role::Client, "client").expect("client cert");
-        let pool = Pool::new(client_endpoint(&client).expect("endpoint"), Duration::from_secs(1));
-        let engines: Vec<Arc<MemEngine>> = configs.iter().map(|_| Arc::new(MemEngine::new())).collect();
-        let mut c = Cluster { _dir: dir, configs, nodes: Vec::new(), engines, pool };
+        let pool = Pool::new(
+            client_endpoint(&client).expect("endpoint"),
+            Duration::from_secs(1),
+        );
+        let engines: Vec<Arc<MemEngine>> =
+            configs.iter().map(|_| Arc::new(MemEngine::new())).collect();
+        let mut c = Cluster {
+            _dir: dir,
+            configs,
+            nodes: Vec::new(),
+            engines,
+            pool,
+        };
         for i in 0..c.configs.len() {
             let n = c.boot(i).await;
             c.nodes.push(Some(n));
@@ -79,8 +114,20 @@ impl Cluster {
     }
 
     async fn boot(&self, i: usize) -> RunningNode {
-        let engine: Arc<dyn Engine> = self.engines[i].clone();
-        start(self.configs[i].clone(), engine).await.expect("node starts")
+        // The port of a stopped node can be taken meanwhile as an ephemeral port by a client
+        // endpoint of a test running in parallel; it is released again soon after.
+        let mut tries = 0;
+        loop {
+            let engine: Arc<dyn Engine> = self.engines[i].clone();
+            match start(self.configs[i].clone(), engine).await {
+                Ok(n) => return n,
+                Err(e) if tries < 50 && e.to_string().contains("in use") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("node {} does not start: {e}", i + 1),
+            }
+        }
     }
 
     async fn wait_all_up(&self) {
@@ -107,7 +154,14 @@ impl Cluster {
     }
 
     async fn call(&self, i: usize, req: Request) -> Response {
-        self.pool.call(self.configs[i].members[i].address, req, Duration::from_secs(3)).await.expect("transport")
+        self.pool
+            .call(
+                self.configs[i].members[i].address,
+                req,
+                Duration::from_secs(3),
+            )
+            .await
+            .expect("transport")
     }
 
     async fn stop(&mut self, i: usize) {
@@ -115,6 +169,13 @@ impl Cluster {
             n.shutdown().await;
         }
         self.wait_all_up().await;
+    }
+
+    /// Stops node `i`, replaces its storage with an empty one, and starts it again.
+    async fn wipe(&mut self, i: usize) {
+        self.stop(i).await;
+        self.engines[i] = Arc::new(MemEngine::new());
+        self.restart(i).await;
     }
 
     async fn restart(&mut self, i: usize) {
@@ -125,11 +186,18 @@ impl Cluster {
 }
 
 fn put(key: &str, value: &str, c: Consistency) -> Request {
-    Request::Put { key: key.into(), value: value.into(), consistency: c }
+    Request::Put {
+        key: key.into(),
+        value: value.into(),
+        consistency: c,
+    }
 }
 
 fn get(key: &str, c: Consistency) -> Request {
-    Request::Get { key: key.into(), consistency: c }
+    Request::Get {
+        key: key.into(),
+        consistency: c,
+    }
 }
 
 fn code(r: &Response) -> Option<ErrorCode> {
@@ -158,29 +226,69 @@ async fn every_level_writes_and_reads_and_failures_are_reported() {
             assert_eq!(value(&r), Some(&b"v"[..]), "{level}: {r:?}");
         }
     }
-    assert_eq!(code(&c.call(0, get("k", Consistency::Any)).await), Some(ErrorCode::InvalidRequest));
+    assert_eq!(
+        code(&c.call(0, get("k", Consistency::Any)).await),
+        Some(ErrorCode::InvalidRequest)
+    );
     // A delete reads as not found.
-    c.call(0, Request::Delete { key: "key-ONE".into(), consistency: Consistency::All }).await;
-    assert!(matches!(c.call(0, get("key-ONE", Consistency::Quorum)).await, Response::Value { value: None, .. }));
+    c.call(
+        0,
+        Request::Delete {
+            key: "key-ONE".into(),
+            consistency: Consistency::All,
+        },
+    )
+    .await;
+    assert!(matches!(
+        c.call(0, get("key-ONE", Consistency::Quorum)).await,
+        Response::Value { value: None, .. }
+    ));
     // Every replica stored the ALL write.
     for e in &c.engines {
         assert!(e.get(b"key-ALL").expect("get").is_some());
     }
 
     c.stop(2).await;
-    assert!(matches!(c.call(0, put("a", "1", Consistency::Quorum)).await, Response::Written { acks: 2, .. }));
-    assert_eq!(value(&c.call(1, get("a", Consistency::Quorum)).await), Some(&b"1"[..]));
-    assert_eq!(value(&c.call(1, get("a", Consistency::One)).await), Some(&b"1"[..]));
+    assert!(matches!(
+        c.call(0, put("a", "1", Consistency::Quorum)).await,
+        Response::Written { acks: 2, .. }
+    ));
+    assert_eq!(
+        value(&c.call(1, get("a", Consistency::Quorum)).await),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        value(&c.call(1, get("a", Consistency::One)).await),
+        Some(&b"1"[..])
+    );
     let all = c.call(0, put("a", "2", Consistency::All)).await;
-    assert!(matches!(&all, Response::Error(e) if e.code == ErrorCode::Unavailable && e.acks == 2 && e.required == 3), "{all:?}");
-    assert_eq!(code(&c.call(0, get("a", Consistency::All)).await), Some(ErrorCode::Unavailable));
+    assert!(
+        matches!(&all, Response::Error(e) if e.code == ErrorCode::Unavailable && e.acks == 2 && e.required == 3),
+        "{all:?}"
+    );
+    assert_eq!(
+        code(&c.call(0, get("a", Consistency::All)).await),
+        Some(ErrorCode::Unavailable)
+    );
     // Unavailable wrote nothing.
-    assert_eq!(value(&c.call(1, get("a", Consistency::Quorum)).await), Some(&b"1"[..]));
+    assert_eq!(
+        value(&c.call(1, get("a", Consistency::Quorum)).await),
+        Some(&b"1"[..])
+    );
 
     c.stop(1).await;
-    assert_eq!(code(&c.call(0, put("b", "1", Consistency::Quorum)).await), Some(ErrorCode::Unavailable));
-    assert_eq!(code(&c.call(0, get("a", Consistency::Quorum)).await), Some(ErrorCode::Unavailable));
-    assert!(matches!(c.call(0, put("b", "1", Consistency::One)).await, Response::Written { .. }));
+    assert_eq!(
+        code(&c.call(0, put("b", "1", Consistency::Quorum)).await),
+        Some(ErrorCode::Unavailable)
+    );
+    assert_eq!(
+        code(&c.call(0, get("a", Consistency::Quorum)).await),
+        Some(ErrorCode::Unavailable)
+    );
+    assert!(matches!(
+        c.call(0, put("b", "1", Consistency::One)).await,
+        Response::Written { .. }
+    ));
 
     // A restarted node's clock starts above every version it issued before.
     let before = match c.call(0, put("c", "1", Consistency::One)).await {
@@ -198,17 +306,234 @@ async fn every_level_writes_and_reads_and_failures_are_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_and_each_quorum_follow_datacenters() {
     let rf = BTreeMap::from([("dc1".to_string(), 2), ("dc2".to_string(), 2)]);
-    let mut c = Cluster::start(&["dc1", "dc1", "dc2", "dc2"], Replication::PerDatacenter { datacenters: rf }).await;
+    let mut c = Cluster::start(
+        &["dc1", "dc1", "dc2", "dc2"],
+        Replication::PerDatacenter { datacenters: rf },
+    )
+    .await;
     // LOCAL_* levels promise nothing across datacenters: read back in the writer's datacenter.
-    for (level, reader) in [(Consistency::LocalQuorum, 1), (Consistency::EachQuorum, 2), (Consistency::LocalOne, 0)] {
-        assert!(matches!(c.call(0, put("k", "v", level)).await, Response::Written { .. }), "{level}");
-        assert_eq!(value(&c.call(reader, get("k", level)).await), Some(&b"v"[..]), "{level}");
+    for (level, reader) in [
+        (Consistency::LocalQuorum, 1),
+        (Consistency::EachQuorum, 2),
+        (Consistency::LocalOne, 0),
+    ] {
+        assert!(
+            matches!(
+                c.call(0, put("k", "v", level)).await,
+                Response::Written { .. }
+            ),
+            "{level}"
+        );
+        assert_eq!(
+            value(&c.call(reader, get("k", level)).await),
+            Some(&b"v"[..]),
+            "{level}"
+        );
     }
     // dc2 loses a node: its local quorum (2 of 2) is gone, dc1's is not.
     c.stop(3).await;
-    assert!(matches!(c.call(0, put("k", "w", Consistency::LocalQuorum)).await, Response::Written { acks, .. } if acks >= 2));
-    assert_eq!(code(&c.call(0, put("k", "w", Consistency::EachQuorum)).await), Some(ErrorCode::Unavailable));
-    assert_eq!(code(&c.call(2, put("k", "w", Consistency::LocalQuorum)).await), Some(ErrorCode::Unavailable));
-    assert!(matches!(c.call(2, put("k", "x", Consistency::LocalOne)).await, Response::Written { .. }));
-    assert_eq!(value(&c.call(0, get("k", Consistency::Quorum)).await), Some(&b"x"[..]));
+    assert!(
+        matches!(c.call(0, put("k", "w", Consistency::LocalQuorum)).await, Response::Written { acks, .. } if acks >= 2)
+    );
+    assert_eq!(
+        code(&c.call(0, put("k", "w", Consistency::EachQuorum)).await),
+        Some(ErrorCode::Unavailable)
+    );
+    assert_eq!(
+        code(&c.call(2, put("k", "w", Consistency::LocalQuorum)).await),
+        Some(ErrorCode::Unavailable)
+    );
+    assert!(matches!(
+        c.call(2, put("k", "x", Consistency::LocalOne)).await,
+        Response::Written { .. }
+    ));
+    assert_eq!(
+        value(&c.call(0, get("k", Consistency::Quorum)).await),
+        Some(&b"x"[..])
+    );
+}
+
+fn local(c: &Cluster, i: usize, key: &str) -> Option<proto::Record> {
+    c.engines[i].get(key.as_bytes()).expect("get")
+}
+
+async fn status(c: &Cluster, i: usize) -> proto::message::NodeStatus {
+    match c.call(i, Request::Status).await {
+        Response::Status(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_replay_to_a_returning_replica_and_read_repair_fixes_stale_ones() {
+    let mut c = Cluster::start(&["dc1", "dc1", "dc1"], Replication::Simple { rf: 3 }).await;
+    c.stop(2).await;
+    for i in 0..200 {
+        let w = c
+            .call(i % 2, put(&format!("h{i}"), "v", Consistency::One))
+            .await;
+        assert!(matches!(w, Response::Written { .. }), "{w:?}");
+    }
+    let pending: u64 = status(&c, 0)
+        .await
+        .hints_pending
+        .iter()
+        .chain(status(&c, 1).await.hints_pending.iter())
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(pending, 200, "one hint per write for the down replica");
+    c.restart(2).await;
+    let mut replayed = false;
+    for _ in 0..100 {
+        if status(&c, 0).await.hints_pending.is_empty()
+            && status(&c, 1).await.hints_pending.is_empty()
+        {
+            replayed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(replayed, "hints were not replayed");
+    for i in 0..200 {
+        assert!(
+            local(&c, 2, &format!("h{i}")).is_some(),
+            "h{i} missing on the returned replica"
+        );
+    }
+
+    // Read repair: make node 3 stale without hints (write while it is down, then drop hints by
+    // wiping the coordinators' view: write directly to two engines with a newer version).
+    let newer = proto::Record::value(
+        proto::Version {
+            hlc: u64::MAX / 2,
+            node: 1,
+        },
+        b"new".to_vec(),
+    );
+    for i in 0..2 {
+        c.engines[i]
+            .apply(&[storage::Write {
+                key: b"rr".to_vec(),
+                record: newer.clone(),
+            }])
+            .expect("apply");
+    }
+    assert!(local(&c, 2, "rr").is_none());
+    let r = c.call(2, get("rr", Consistency::All)).await;
+    assert_eq!(value(&r), Some(&b"new"[..]));
+    assert_eq!(
+        local(&c, 2, "rr"),
+        Some(newer),
+        "blocking read repair before the answer"
+    );
+    assert!(status(&c, 2).await.read_repairs >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_restores_a_wiped_replica_and_deletes_stay_deleted() {
+    let mut c = Cluster::start(&["dc1", "dc1", "dc1"], Replication::Simple { rf: 3 }).await;
+    for i in 0..500 {
+        c.call(0, put(&format!("k{i}"), "v", Consistency::All))
+            .await;
+    }
+    // A delete at QUORUM while node 3 is down, with hints lost: only anti-entropy carries it.
+    c.stop(2).await;
+    assert!(matches!(
+        c.call(
+            0,
+            Request::Delete {
+                key: "k7".into(),
+                consistency: Consistency::Quorum
+            }
+        )
+        .await,
+        Response::Written { .. }
+    ));
+    for i in 0..2 {
+        let hints: Vec<_> = c.engines[i]
+            .hints(3, None, 100)
+            .expect("hints")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        c.engines[i].delete_hints(&hints).expect("drop hints");
+    }
+    c.restart(2).await;
+    assert!(
+        local(&c, 2, "k7").is_some_and(|r| !r.is_tombstone()),
+        "node 3 still has the old value"
+    );
+    let report = match c.call(0, Request::Repair).await {
+        Response::RepairReport(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert!(report.keys_pushed >= 1, "{report:?}");
+    assert!(
+        local(&c, 2, "k7").is_some_and(|r| r.is_tombstone()),
+        "tombstone reached node 3"
+    );
+    assert!(matches!(
+        c.call(2, get("k7", Consistency::One)).await,
+        Response::Value { value: None, .. }
+    ));
+
+    // A wiped replica gets every key and tombstone back from one round it runs itself.
+    c.wipe(1).await;
+    assert_eq!(c.engines[1].approximate_len(), 0);
+    let report = match c.call(1, Request::Repair).await {
+        Response::RepairReport(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(report.keys_pulled, 500, "{report:?}");
+    for i in 0..500 {
+        assert_eq!(
+            local(&c, 1, &format!("k{i}")).map(|r| r.is_tombstone()),
+            Some(i == 7),
+            "k{i}"
+        );
+    }
+    // A second round finds nothing to do.
+    match c.call(1, Request::Repair).await {
+        Response::RepairReport(r) => assert_eq!(
+            (r.pairs_differing, r.keys_pulled, r.keys_pushed),
+            (0, 0, 0),
+            "{r:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_is_met_by_a_hint_when_no_replica_is_up() {
+    let mut c = Cluster::start(&["dc1", "dc1"], Replication::Simple { rf: 1 }).await;
+    let ring = c.configs[0].ring().expect("ring");
+    let key = (0..1000)
+        .map(|i| format!("any{i}"))
+        .find(|k| ring.replicas_for_key(k.as_bytes()) == [2])
+        .expect("a key on node 2");
+    c.stop(1).await;
+    assert_eq!(
+        code(&c.call(0, put(&key, "v", Consistency::One)).await),
+        Some(ErrorCode::Unavailable)
+    );
+    assert!(matches!(
+        c.call(0, put(&key, "v", Consistency::Any)).await,
+        Response::Written { acks: 0, .. }
+    ));
+    assert!(local(&c, 1, &key).is_none());
+    c.restart(1).await;
+    for _ in 0..100 {
+        if local(&c, 1, &key).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        local(&c, 1, &key).is_some(),
+        "the hint was replayed to the replica"
+    );
+    assert_eq!(
+        value(&c.call(0, get(&key, Consistency::One)).await),
+        Some(&b"v"[..])
+    );
 }

@@ -41,7 +41,10 @@ pub fn encode_into<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Codec
     let len = out.len() - start - 4;
     if len > MAX_FRAME_BYTES {
         out.truncate(start);
-        return Err(CodecError::TooLarge { len, max: MAX_FRAME_BYTES });
+        return Err(CodecError::TooLarge {
+            len,
+            max: MAX_FRAME_BYTES,
+        });
     }
     out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
@@ -58,7 +61,10 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 
 /// Reads one frame body into `buf` (reused between calls). Returns `Ok(false)` on a clean end of
 /// stream before a frame starts.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result<bool, CodecError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<bool, CodecError> {
     let mut len_bytes = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -73,7 +79,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> R
     }
     let len = u32::from_be_bytes(len_bytes) as usize;
     if len > MAX_FRAME_BYTES {
-        return Err(CodecError::TooLarge { len, max: MAX_FRAME_BYTES });
+        return Err(CodecError::TooLarge {
+            len,
+            max: MAX_FRAME_BYTES,
+        });
     }
     buf.clear();
     buf.resize(len, 0);
@@ -91,7 +100,11 @@ mod tests {
         RequestFrame {
             id: 42,
             timeout_ms: 1000,
-            body: Request::Put { key, value, consistency: Consistency::Quorum },
+            body: Request::Put {
+                key,
+                value,
+                consistency: Consistency::Quorum,
+            },
         }
     }
 
@@ -99,7 +112,11 @@ mod tests {
     async fn round_trip_through_a_stream() {
         let mut wire = Vec::new();
         let a = frame(b"k".to_vec(), b"v".to_vec());
-        let b = RequestFrame { id: 7, timeout_ms: 5, body: Request::Topology };
+        let b = RequestFrame {
+            id: 7,
+            timeout_ms: 5,
+            body: Request::Topology,
+        };
         encode_into(&a, &mut wire).expect("encode");
         encode_into(&b, &mut wire).expect("encode");
         let mut r = &wire[..];
@@ -136,9 +153,15 @@ mod tests {
         encode_into(&frame(b"k".to_vec(), b"v".to_vec()), &mut wire).expect("encode");
         let mut body = wire[4..].to_vec();
         body[0] = 99;
-        assert!(matches!(decode_body::<RequestFrame>(&body), Err(CodecError::Version(99))));
+        assert!(matches!(
+            decode_body::<RequestFrame>(&body),
+            Err(CodecError::Version(99))
+        ));
         assert!(decode_body::<RequestFrame>(&[WIRE_VERSION, 0xff, 0xff, 0xff]).is_err());
-        assert!(matches!(decode_body::<RequestFrame>(&[]), Err(CodecError::Empty)));
+        assert!(matches!(
+            decode_body::<RequestFrame>(&[]),
+            Err(CodecError::Empty)
+        ));
     }
 
     proptest::proptest! {

@@ -96,7 +96,10 @@ mod tests {
             assert_eq!(c.name().to_lowercase().parse::<Consistency>().ok(), Some(c));
             assert_eq!(c.name().parse::<Consistency>().ok(), Some(c));
         }
-        assert_eq!("local-quorum".parse::<Consistency>().ok(), Some(Consistency::LocalQuorum));
+        assert_eq!(
+            "local-quorum".parse::<Consistency>().ok(),
+            Some(Consistency::LocalQuorum)
+        );
         assert!("QUOROM".parse::<Consistency>().is_err());
     }
 }

@@ -62,7 +62,12 @@ pub struct ErrorReply {
 impl ErrorReply {
     /// An error with no replica counts.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorReply { code, message: message.into(), acks: 0, required: 0 }
+        ErrorReply {
+            code,
+            message: message.into(),
+            acks: 0,
+            required: 0,
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use crate::error::ErrorReply;
 use crate::record::Record;
 use crate::version::Version;
 use crate::Consistency;
-use ring::{Member, NodeId, Strategy};
+use ring::{Member, NodeId, Strategy, TokenRange};
 use serde::{Deserialize, Serialize};
 
 /// A request with its id and deadline budget.
@@ -69,12 +69,44 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
+    /// Node: store several records (hint replay, anti-entropy pushes), each if newer.
+    ReplicaWriteBatch { writes: Vec<KeyRecord> },
+    /// Node (anti-entropy): hashes of tree nodes of a token range. `level` 0 is the leaves; for
+    /// each index in `nodes` (at `level + 1`), the hashes of its children at `level` are returned,
+    /// in order. `nodes` empty asks for the root.
+    TreeHashes {
+        range: TokenRange,
+        level: u8,
+        nodes: Vec<u32>,
+    },
+    /// Node (anti-entropy): the sender's key digests for some leaves of a range. The receiver
+    /// answers with its records that are newer or missing at the sender, and the digests of keys
+    /// where the sender is newer or the receiver lacks them.
+    SyncLeaves {
+        range: TokenRange,
+        leaves: Vec<LeafDigest>,
+    },
+    /// Client (admin): this node's own record of a key, tombstone included, without coordination.
+    Inspect {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// Client (admin): run an anti-entropy round on this node now, with every peer.
+    Repair,
 }
 
 impl Request {
     /// Whether only nodes (certificates with the node role) may send this request.
     pub fn is_internal(&self) -> bool {
-        matches!(self, Request::Ping { .. } | Request::ReplicaWrite { .. } | Request::ReplicaRead { .. })
+        matches!(
+            self,
+            Request::Ping { .. }
+                | Request::ReplicaWrite { .. }
+                | Request::ReplicaRead { .. }
+                | Request::ReplicaWriteBatch { .. }
+                | Request::TreeHashes { .. }
+                | Request::SyncLeaves { .. }
+        )
     }
 }
 
@@ -100,8 +132,64 @@ pub enum Response {
     ReplicaAck { applied: bool },
     /// A replica's local record of a key.
     ReplicaRecord { record: Option<Record> },
+    /// Per record of a batch, whether it was newer and stored.
+    ReplicaAcks { applied: Vec<bool> },
+    /// Tree node hashes, in the order asked.
+    Hashes { hashes: Vec<Digest> },
+    /// Answer to `SyncLeaves`: records the sender should store, and the key digests it should
+    /// push. `complete` is false when a size limit cut the records short (ask again).
+    LeafDiff {
+        records: Vec<KeyRecord>,
+        wanted: Vec<Digest>,
+        complete: bool,
+    },
+    /// What an anti-entropy round did.
+    RepairReport(RepairReport),
     /// The request failed.
     Error(ErrorReply),
+}
+
+/// A 16-byte hash (tree nodes, key digests).
+pub type Digest = [u8; 16];
+
+/// A key and one record of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// Its record.
+    pub record: Record,
+}
+
+/// The keys of one tree leaf, as digests with versions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeafDigest {
+    /// Leaf index within the range's tree.
+    pub leaf: u32,
+    /// `(blake3 digest of the key, version)` of every key in the leaf.
+    pub entries: Vec<(Digest, Version)>,
+}
+
+/// Figures of one anti-entropy round.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    /// Range and peer pairs compared.
+    pub pairs_compared: u64,
+    /// Pairs whose trees differed.
+    pub pairs_differing: u64,
+    /// Leaves whose keys were exchanged.
+    pub leaves_exchanged: u64,
+    /// Records received and stored here.
+    pub keys_pulled: u64,
+    /// Records sent to peers and stored there.
+    pub keys_pushed: u64,
+    /// Bytes of anti-entropy messages sent and received (frames, both directions).
+    pub bytes_exchanged: u64,
+    /// Wall time of the round in milliseconds.
+    pub millis: u64,
+    /// Pairs that failed (peer down, timeout).
+    pub failures: u64,
 }
 
 /// A member with the address clients and peers reach it at.
@@ -150,4 +238,16 @@ pub struct NodeStatus {
     pub coordinated: u64,
     /// Approximate number of records it stores.
     pub records: u64,
+    /// Hints stored here, per target node.
+    pub hints_pending: Vec<(NodeId, u64)>,
+    /// Hints replayed and acknowledged since start.
+    pub hints_replayed: u64,
+    /// Hints dropped since start (older than the window, or over the per-target bound).
+    pub hints_dropped: u64,
+    /// Stale replicas repaired by reads since start.
+    pub read_repairs: u64,
+    /// The last completed anti-entropy round, if any: seconds ago and its report.
+    pub last_repair: Option<(u64, RepairReport)>,
+    /// Keys repaired by anti-entropy since start (pulled + pushed).
+    pub keys_repaired: u64,
 }

@@ -16,12 +16,18 @@ pub struct Record {
 impl Record {
     /// A record holding a value.
     pub fn value(version: Version, value: Vec<u8>) -> Self {
-        Record { version, value: Some(value) }
+        Record {
+            version,
+            value: Some(value),
+        }
     }
 
     /// A tombstone: the key was deleted at `version`.
     pub fn tombstone(version: Version) -> Self {
-        Record { version, value: None }
+        Record {
+            version,
+            value: None,
+        }
     }
 
     /// Whether this record is a delete marker.

@@ -32,7 +32,10 @@ pub enum Role {
 pub enum TlsError {
     /// Reading a PEM file failed.
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     /// A PEM file held no certificate or key, or an unparsable one.
     #[error("invalid PEM in {what}: {reason}")]
     Pem { what: String, reason: String },
@@ -81,12 +84,20 @@ fn ca_params(cluster: &str) -> Result<CertificateParams, TlsError> {
 pub fn generate_ca(cluster: &str) -> Result<CaBundle, TlsError> {
     let key = KeyPair::generate()?;
     let cert = ca_params(cluster)?.self_signed(&key)?;
-    Ok(CaBundle { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(CaBundle {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 /// Issues a leaf certificate for `role`, signed by the CA of `cluster`. `common_name` names the
 /// holder (for example `node-3`) in logs.
-pub fn issue(ca: &CaBundle, cluster: &str, role: Role, common_name: &str) -> Result<TlsMaterial, TlsError> {
+pub fn issue(
+    ca: &CaBundle,
+    cluster: &str,
+    role: Role,
+    common_name: &str,
+) -> Result<TlsMaterial, TlsError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     // Re-signing the same CA parameters with the same key reproduces the issuer name and key
     // identifier of the stored CA certificate, so leaves verify against it.
@@ -101,22 +112,36 @@ pub fn issue(ca: &CaBundle, cluster: &str, role: Role, common_name: &str) -> Res
     params.distinguished_name = dn;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = match role {
-        Role::Node => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        Role::Node => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
         Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer, &ca_key)?;
-    Ok(TlsMaterial { ca_pem: ca.cert_pem.clone(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(TlsMaterial {
+        ca_pem: ca.cert_pem.clone(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 fn read(path: &Path) -> Result<String, TlsError> {
-    std::fs::read_to_string(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+    std::fs::read_to_string(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 impl TlsMaterial {
     /// Loads the CA certificate, own certificate and key from PEM files.
     pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let m = TlsMaterial { ca_pem: read(ca)?, cert_pem: read(cert)?, key_pem: read(key)? };
+        let m = TlsMaterial {
+            ca_pem: read(ca)?,
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        };
         // Parse now so a broken file is reported at start-up, naming the file.
         m.certs().map_err(|e| relabel(e, cert))?;
         m.roots().map_err(|e| relabel(e, ca))?;
@@ -139,17 +164,26 @@ impl TlsMaterial {
 
     fn key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
         rustls_pemfile::private_key(&mut self.key_pem.as_bytes())
-            .map_err(|e| TlsError::Pem { what: "private key".into(), reason: e.to_string() })?
-            .ok_or_else(|| TlsError::Pem { what: "private key".into(), reason: "no private key found".into() })
+            .map_err(|e| TlsError::Pem {
+                what: "private key".into(),
+                reason: e.to_string(),
+            })?
+            .ok_or_else(|| TlsError::Pem {
+                what: "private key".into(),
+                reason: "no private key found".into(),
+            })
     }
 
     /// rustls server configuration: TLS 1.3, client certificates required and verified against
     /// the cluster CA.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(self.roots()?),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -173,8 +207,14 @@ impl TlsMaterial {
 
 fn relabel(e: TlsError, path: &Path) -> TlsError {
     match e {
-        TlsError::Pem { reason, .. } => TlsError::Pem { what: path.display().to_string(), reason },
-        TlsError::Rustls(r) => TlsError::Pem { what: path.display().to_string(), reason: r.to_string() },
+        TlsError::Pem { reason, .. } => TlsError::Pem {
+            what: path.display().to_string(),
+            reason,
+        },
+        TlsError::Rustls(r) => TlsError::Pem {
+            what: path.display().to_string(),
+            reason: r.to_string(),
+        },
         other => other,
     }
 }
@@ -182,9 +222,15 @@ fn relabel(e: TlsError, path: &Path) -> TlsError {
 fn pem_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Pem { what: what.into(), reason: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            what: what.into(),
+            reason: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::Pem { what: what.into(), reason: "no certificate found".into() });
+        return Err(TlsError::Pem {
+            what: what.into(),
+            reason: "no certificate found".into(),
+        });
     }
     Ok(certs)
 }
@@ -192,9 +238,15 @@ fn pem_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsE
 /// The role of a verified peer certificate chain (the handshake already checked it against the
 /// CA). A chain whose leaf is not valid for the node name is a client.
 pub fn role_of(chain: &[CertificateDer<'static>]) -> Role {
-    let Some(leaf) = chain.first() else { return Role::Client };
-    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else { return Role::Client };
-    let Ok(name) = ServerName::try_from(NODE_SERVER_NAME) else { return Role::Client };
+    let Some(leaf) = chain.first() else {
+        return Role::Client;
+    };
+    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
+        return Role::Client;
+    };
+    let Ok(name) = ServerName::try_from(NODE_SERVER_NAME) else {
+        return Role::Client;
+    };
     match cert.verify_is_valid_for_subject_name(&name) {
         Ok(()) => Role::Node,
         Err(_) => Role::Client,

@@ -34,7 +34,10 @@ const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 pub enum TransportError {
     /// The QUIC endpoint could not be created.
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// TLS material was unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -77,11 +80,16 @@ fn client_config(tls: &TlsMaterial) -> Result<quinn::ClientConfig, TransportErro
 
 /// A server endpoint bound to `addr` that also makes outgoing connections with the same identity
 /// (a node talks to its peers from its own endpoint).
-pub fn server_endpoint(addr: SocketAddr, tls: &TlsMaterial) -> Result<quinn::Endpoint, TransportError> {
-    let crypto = QuicServerConfig::try_from(tls.server_config()?).map_err(|e| TlsError::Verifier(e.to_string()))?;
+pub fn server_endpoint(
+    addr: SocketAddr,
+    tls: &TlsMaterial,
+) -> Result<quinn::Endpoint, TransportError> {
+    let crypto = QuicServerConfig::try_from(tls.server_config()?)
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config()));
-    let mut ep = quinn::Endpoint::server(server, addr).map_err(|source| TransportError::Bind { addr, source })?;
+    let mut ep = quinn::Endpoint::server(server, addr)
+        .map_err(|source| TransportError::Bind { addr, source })?;
     ep.set_default_client_config(client_config(tls)?);
     Ok(ep)
 }
@@ -89,7 +97,8 @@ pub fn server_endpoint(addr: SocketAddr, tls: &TlsMaterial) -> Result<quinn::End
 /// A client-only endpoint on an ephemeral local port.
 pub fn client_endpoint(tls: &TlsMaterial) -> Result<quinn::Endpoint, TransportError> {
     let addr: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 0));
-    let mut ep = quinn::Endpoint::client(addr).map_err(|source| TransportError::Bind { addr, source })?;
+    let mut ep =
+        quinn::Endpoint::client(addr).map_err(|source| TransportError::Bind { addr, source })?;
     ep.set_default_client_config(client_config(tls)?);
     Ok(ep)
 }
@@ -109,9 +118,15 @@ pub struct Channel {
 
 impl Channel {
     /// Connects to `addr` (handshake bounded by `timeout`) and opens the request stream.
-    pub async fn open(endpoint: &quinn::Endpoint, addr: SocketAddr, timeout: Duration) -> Result<Channel, TransportError> {
+    pub async fn open(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Channel, TransportError> {
         let err = |reason: String| TransportError::Connect { addr, reason };
-        let connecting = endpoint.connect(addr, NODE_SERVER_NAME).map_err(|e| err(e.to_string()))?;
+        let connecting = endpoint
+            .connect(addr, NODE_SERVER_NAME)
+            .map_err(|e| err(e.to_string()))?;
         let conn = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| err("handshake timed out".into()))?
@@ -156,11 +171,24 @@ impl Channel {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let mut frame = Vec::new();
-        encode_into(&RequestFrame { id, timeout_ms, body }, &mut frame)?;
+        encode_into(
+            &RequestFrame {
+                id,
+                timeout_ms,
+                body,
+            },
+            &mut frame,
+        )?;
         let (reply_tx, reply_rx) = oneshot::channel();
         lock(&self.pending).insert(id, reply_tx);
-        let guard = PendingGuard { pending: &self.pending, id };
-        if tokio::time::timeout_at(deadline, self.tx.send(frame)).await.is_err() {
+        let guard = PendingGuard {
+            pending: &self.pending,
+            id,
+        };
+        if tokio::time::timeout_at(deadline, self.tx.send(frame))
+            .await
+            .is_err()
+        {
             return Err(TransportError::Timeout(self.addr));
         }
         let result = match tokio::time::timeout_at(deadline, reply_rx).await {
@@ -190,7 +218,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Drains queued frames into one buffer per write: no timer, just whatever is already queued.
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Vec<u8>>, closed: Arc<AtomicBool>) {
+async fn write_loop(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    closed: Arc<AtomicBool>,
+) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(first) = rx.recv().await {
         buf.clear();
@@ -210,7 +242,12 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Vec<u8>>
     let _ = send.finish();
 }
 
-async fn read_replies(addr: SocketAddr, mut recv: quinn::RecvStream, pending: Pending, closed: Arc<AtomicBool>) {
+async fn read_replies(
+    addr: SocketAddr,
+    mut recv: quinn::RecvStream,
+    pending: Pending,
+    closed: Arc<AtomicBool>,
+) {
     let mut buf = Vec::new();
     loop {
         match read_frame(&mut recv, &mut buf).await {
@@ -253,7 +290,11 @@ struct Slot {
 impl Pool {
     /// A pool making connections from `endpoint`.
     pub fn new(endpoint: quinn::Endpoint, connect_timeout: Duration) -> Self {
-        Pool { endpoint, connect_timeout, slots: Mutex::default() }
+        Pool {
+            endpoint,
+            connect_timeout,
+            slots: Mutex::default(),
+        }
     }
 
     /// The endpoint connections are made from.
@@ -267,7 +308,10 @@ impl Pool {
         let slot = lock(&self.slots).entry(addr).or_default().clone();
         if let Some(at) = *lock(&slot.failed_at) {
             if at.elapsed() < RECONNECT_BACKOFF {
-                return Err(TransportError::Connect { addr, reason: "recent connect failed".into() });
+                return Err(TransportError::Connect {
+                    addr,
+                    reason: "recent connect failed".into(),
+                });
             }
         }
         let mut guard = slot.channel.lock().await;
@@ -292,7 +336,12 @@ impl Pool {
     }
 
     /// Sends one request to `addr` over its pooled channel.
-    pub async fn call(&self, addr: SocketAddr, body: Request, timeout: Duration) -> Result<Response, TransportError> {
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        body: Request,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
         let ch = tokio::time::timeout(timeout, self.channel(addr))
             .await
             .map_err(|_| TransportError::Timeout(addr))??;
@@ -312,7 +361,12 @@ pub struct Caller {
 /// What answers requests on a server endpoint.
 pub trait Service: Send + Sync + 'static {
     /// Answers one request. `deadline` is when the caller stops waiting.
-    fn handle(&self, caller: Caller, request: Request, deadline: Instant) -> BoxFuture<'static, Response>;
+    fn handle(
+        &self,
+        caller: Caller,
+        request: Request,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Response>;
 }
 
 /// Bounds on the work a server accepts at once.
@@ -331,7 +385,12 @@ struct ServerShared<S> {
 }
 
 /// Accepts connections on `endpoint` and serves them until `shutdown` turns true.
-pub async fn serve<S: Service>(endpoint: quinn::Endpoint, service: Arc<S>, limits: ServerLimits, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve<S: Service>(
+    endpoint: quinn::Endpoint,
+    service: Arc<S>,
+    limits: ServerLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let shared = Arc::new(ServerShared {
         service,
         client_permits: Arc::new(Semaphore::new(limits.max_client_requests)),
@@ -362,7 +421,10 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, shared: Arc<Ser
     };
     let role = conn
         .peer_identity()
-        .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
         .map(|chain| role_of(&chain))
         .unwrap_or(Role::Client);
     let caller = Caller { role, addr };
@@ -372,7 +434,12 @@ async fn serve_connection<S: Service>(incoming: quinn::Incoming, shared: Arc<Ser
     }
 }
 
-async fn serve_stream<S: Service>(caller: Caller, send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Arc<ServerShared<S>>) {
+async fn serve_stream<S: Service>(
+    caller: Caller,
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: Arc<ServerShared<S>>,
+) {
     let closed = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE_FRAMES);
     tokio::spawn(write_loop(send, rx, closed));
@@ -403,16 +470,35 @@ fn malformed(e: &CodecError) -> Response {
     Response::Error(ErrorReply::new(ErrorCode::Malformed, e.to_string()))
 }
 
-async fn dispatch<S: Service>(caller: Caller, frame: RequestFrame, shared: &Arc<ServerShared<S>>, tx: &mpsc::Sender<Vec<u8>>) {
-    let RequestFrame { id, timeout_ms, body } = frame;
+async fn dispatch<S: Service>(
+    caller: Caller,
+    frame: RequestFrame,
+    shared: &Arc<ServerShared<S>>,
+    tx: &mpsc::Sender<Vec<u8>>,
+) {
+    let RequestFrame {
+        id,
+        timeout_ms,
+        body,
+    } = frame;
     if body.is_internal() && caller.role != Role::Node {
-        let err = ErrorReply::new(ErrorCode::Unauthorized, "replica requests need a node certificate");
+        let err = ErrorReply::new(
+            ErrorCode::Unauthorized,
+            "replica requests need a node certificate",
+        );
         let _ = reply(tx, id, Response::Error(err)).await;
         return;
     }
-    let permits = if body.is_internal() { &shared.internal_permits } else { &shared.client_permits };
+    let permits = if body.is_internal() {
+        &shared.internal_permits
+    } else {
+        &shared.client_permits
+    };
     let Ok(permit) = permits.clone().try_acquire_owned() else {
-        let err = ErrorReply::new(ErrorCode::Overloaded, "too many requests in flight on this node");
+        let err = ErrorReply::new(
+            ErrorCode::Overloaded,
+            "too many requests in flight on this node",
+        );
         let _ = reply(tx, id, Response::Error(err)).await;
         return;
     };
@@ -432,9 +518,19 @@ async fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, body: Response) -> Result<()
     let mut out = Vec::new();
     if let Err(e) = encode_into(&ResponseFrame { id, body }, &mut out) {
         warn!(error = %e, "reply could not be encoded");
-        let err = ErrorReply::new(ErrorCode::Internal, format!("reply could not be encoded: {e}"));
+        let err = ErrorReply::new(
+            ErrorCode::Internal,
+            format!("reply could not be encoded: {e}"),
+        );
         out.clear();
-        encode_into(&ResponseFrame { id, body: Response::Error(err) }, &mut out).map_err(|_| ())?;
+        encode_into(
+            &ResponseFrame {
+                id,
+                body: Response::Error(err),
+            },
+            &mut out,
+        )
+        .map_err(|_| ())?;
     }
     tx.send(out).await.map_err(|_| ())
 }

@@ -13,7 +13,9 @@ pub const HLC_LOGICAL_BITS: u32 = 16;
 const LOGICAL_MASK: u64 = (1 << HLC_LOGICAL_BITS) - 1;
 
 /// The version of a record: `(hlc, node)`, compared in that order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub struct Version {
     /// Hybrid logical clock timestamp: wall-clock milliseconds << 16 | logical counter.
     pub hlc: u64,
@@ -30,7 +32,13 @@ impl Version {
 
 impl std::fmt::Display for Version {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}@{}", self.millis(), self.hlc & LOGICAL_MASK, self.node)
+        write!(
+            f,
+            "{}.{}@{}",
+            self.millis(),
+            self.hlc & LOGICAL_MASK,
+            self.node
+        )
     }
 }
 
@@ -79,7 +87,11 @@ impl HybridClock {
 
     /// As [`HybridClock::new`], with an injected physical clock (for tests and simulation).
     pub fn with_physical(floor: u64, max_ahead_ms: u64, physical: fn() -> u64) -> Self {
-        HybridClock { last: Mutex::new(floor), max_ahead_ms, physical }
+        HybridClock {
+            last: Mutex::new(floor),
+            max_ahead_ms,
+            physical,
+        }
     }
 
     /// Issues a new timestamp, strictly greater than every timestamp issued or observed before.

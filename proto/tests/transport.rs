@@ -3,7 +3,9 @@
 
 use futures::future::BoxFuture;
 use proto::tls::{generate_ca, issue, Role, TlsMaterial};
-use proto::transport::{client_endpoint, serve, server_endpoint, Caller, Pool, ServerLimits, Service, TransportError};
+use proto::transport::{
+    client_endpoint, serve, server_endpoint, Caller, Pool, ServerLimits, Service, TransportError,
+};
 use proto::{ErrorCode, Request, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,30 +15,53 @@ use std::time::{Duration, Instant};
 struct Echo;
 
 impl Service for Echo {
-    fn handle(&self, caller: Caller, request: Request, _deadline: Instant) -> BoxFuture<'static, Response> {
+    fn handle(
+        &self,
+        caller: Caller,
+        request: Request,
+        _deadline: Instant,
+    ) -> BoxFuture<'static, Response> {
         Box::pin(async move {
             match request {
-                Request::ReplicaRead { key } => {
-                    Response::Value { value: Some(key), version: None, replies: 1 }
-                }
+                Request::ReplicaRead { key } => Response::Value {
+                    value: Some(key),
+                    version: None,
+                    replies: 1,
+                },
                 Request::Get { key, .. } => {
                     // Answer out of order: longer keys answer sooner.
-                    tokio::time::sleep(Duration::from_millis(50u64.saturating_sub(key.len() as u64 * 10))).await;
-                    Response::Value { value: Some(key), version: None, replies: 1 }
+                    tokio::time::sleep(Duration::from_millis(
+                        50u64.saturating_sub(key.len() as u64 * 10),
+                    ))
+                    .await;
+                    Response::Value {
+                        value: Some(key),
+                        version: None,
+                        replies: 1,
+                    }
                 }
-                _ => Response::Error(proto::ErrorReply::new(ErrorCode::Internal, format!("{:?}", caller.role))),
+                _ => Response::Error(proto::ErrorReply::new(
+                    ErrorCode::Internal,
+                    format!("{:?}", caller.role),
+                )),
             }
         })
     }
 }
 
-const LIMITS: ServerLimits = ServerLimits { max_client_requests: 512, max_internal_requests: 64 };
+const LIMITS: ServerLimits = ServerLimits {
+    max_client_requests: 512,
+    max_internal_requests: 64,
+};
 
 fn start(node: &TlsMaterial) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
     start_with(node, LIMITS)
 }
 
-fn start_with(node: &TlsMaterial, limits: ServerLimits) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+fn start_with(
+    node: &TlsMaterial,
+    limits: ServerLimits,
+) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
     let ep = server_endpoint("127.0.0.1:0".parse().expect("addr"), node).expect("endpoint");
     let addr = ep.local_addr().expect("local addr");
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -45,7 +70,10 @@ fn start_with(node: &TlsMaterial, limits: ServerLimits) -> (SocketAddr, tokio::s
 }
 
 fn get(key: &[u8]) -> Request {
-    Request::Get { key: key.to_vec(), consistency: proto::Consistency::One }
+    Request::Get {
+        key: key.to_vec(),
+        consistency: proto::Consistency::One,
+    }
 }
 
 #[tokio::test]
@@ -53,14 +81,27 @@ async fn many_calls_share_one_channel_and_match_replies() {
     let ca = generate_ca("t").expect("ca");
     let (addr, _stop) = start(&issue(&ca, "t", Role::Node, "n1").expect("cert"));
     let client = issue(&ca, "t", Role::Client, "c").expect("cert");
-    let pool = Arc::new(Pool::new(client_endpoint(&client).expect("endpoint"), Duration::from_secs(2)));
+    let pool = Arc::new(Pool::new(
+        client_endpoint(&client).expect("endpoint"),
+        Duration::from_secs(2),
+    ));
     let mut tasks = Vec::new();
     for i in 0..200u32 {
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             let key = format!("k{}", i % 5).into_bytes();
-            let resp = pool.call(addr, get(&key), Duration::from_secs(5)).await.expect("call");
-            assert_eq!(resp, Response::Value { value: Some(key), version: None, replies: 1 });
+            let resp = pool
+                .call(addr, get(&key), Duration::from_secs(5))
+                .await
+                .expect("call");
+            assert_eq!(
+                resp,
+                Response::Value {
+                    value: Some(key),
+                    version: None,
+                    replies: 1
+                }
+            );
         }));
     }
     for t in tasks {
@@ -73,13 +114,33 @@ async fn client_certificates_cannot_send_replica_requests() {
     let ca = generate_ca("t").expect("ca");
     let (addr, _stop) = start(&issue(&ca, "t", Role::Node, "n1").expect("cert"));
     let client = issue(&ca, "t", Role::Client, "c").expect("cert");
-    let pool = Pool::new(client_endpoint(&client).expect("endpoint"), Duration::from_secs(2));
-    let resp = pool.call(addr, Request::ReplicaRead { key: b"k".to_vec() }, Duration::from_secs(2)).await.expect("call");
+    let pool = Pool::new(
+        client_endpoint(&client).expect("endpoint"),
+        Duration::from_secs(2),
+    );
+    let resp = pool
+        .call(
+            addr,
+            Request::ReplicaRead { key: b"k".to_vec() },
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("call");
     assert!(matches!(resp, Response::Error(e) if e.code == ErrorCode::Unauthorized));
     // A node certificate may.
     let peer = issue(&ca, "t", Role::Node, "n2").expect("cert");
-    let pool = Pool::new(client_endpoint(&peer).expect("endpoint"), Duration::from_secs(2));
-    let resp = pool.call(addr, Request::ReplicaRead { key: b"k".to_vec() }, Duration::from_secs(2)).await.expect("call");
+    let pool = Pool::new(
+        client_endpoint(&peer).expect("endpoint"),
+        Duration::from_secs(2),
+    );
+    let resp = pool
+        .call(
+            addr,
+            Request::ReplicaRead { key: b"k".to_vec() },
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("call");
     assert!(matches!(resp, Response::Value { .. }));
 }
 
@@ -91,55 +152,90 @@ async fn certificates_from_another_ca_are_refused_both_ways() {
     // A client whose certificate the cluster CA did not sign.
     let mut foreign = issue(&other, "t", Role::Client, "intruder").expect("cert");
     foreign.ca_pem = ca.cert_pem.clone();
-    let pool = Pool::new(client_endpoint(&foreign).expect("endpoint"), Duration::from_secs(2));
+    let pool = Pool::new(
+        client_endpoint(&foreign).expect("endpoint"),
+        Duration::from_secs(2),
+    );
     let res = pool.call(addr, get(b"k"), Duration::from_secs(2)).await;
     assert!(res.is_err(), "foreign client accepted: {res:?}");
     // A client that trusts another CA refuses the node.
     let mut distrustful = issue(&ca, "t", Role::Client, "c").expect("cert");
     distrustful.ca_pem = other.cert_pem.clone();
-    let pool = Pool::new(client_endpoint(&distrustful).expect("endpoint"), Duration::from_secs(2));
+    let pool = Pool::new(
+        client_endpoint(&distrustful).expect("endpoint"),
+        Duration::from_secs(2),
+    );
     let res = pool.call(addr, get(b"k"), Duration::from_secs(2)).await;
-    assert!(matches!(res, Err(TransportError::Connect { .. })), "{res:?}");
+    assert!(
+        matches!(res, Err(TransportError::Connect { .. })),
+        "{res:?}"
+    );
 }
 
 #[tokio::test]
 async fn garbage_datagrams_and_frames_do_not_stop_the_server() {
     let ca = generate_ca("t").expect("ca");
     let (addr, _stop) = start(&issue(&ca, "t", Role::Node, "n1").expect("cert"));
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("udp");
     for i in 0..200u32 {
-        let junk: Vec<u8> = (0..1200u32).map(|j| (i.wrapping_mul(31) ^ j) as u8).collect();
+        let junk: Vec<u8> = (0..1200u32)
+            .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+            .collect();
         sock.send_to(&junk, addr).await.expect("send");
     }
     let client = issue(&ca, "t", Role::Client, "c").expect("cert");
     let ep = client_endpoint(&client).expect("endpoint");
     // A raw stream carrying an absurd length prefix, then one carrying undecodable bytes.
-    let conn = ep.connect(addr, proto::tls::NODE_SERVER_NAME).expect("connect").await.expect("handshake");
-    for junk in [&[0xffu8, 0xff, 0xff, 0xff][..], &[0, 0, 0, 3, 1, 0xff, 0xff][..]] {
+    let conn = ep
+        .connect(addr, proto::tls::NODE_SERVER_NAME)
+        .expect("connect")
+        .await
+        .expect("handshake");
+    for junk in [
+        &[0xffu8, 0xff, 0xff, 0xff][..],
+        &[0, 0, 0, 3, 1, 0xff, 0xff][..],
+    ] {
         let (mut send, mut recv) = conn.open_bi().await.expect("stream");
         send.write_all(junk).await.expect("write");
         let mut buf = Vec::new();
         // The server answers Malformed and closes the stream.
-        assert!(proto::codec::read_frame(&mut recv, &mut buf).await.expect("reply"));
+        assert!(proto::codec::read_frame(&mut recv, &mut buf)
+            .await
+            .expect("reply"));
         let reply: proto::message::ResponseFrame = proto::codec::decode_body(&buf).expect("decode");
         assert!(matches!(reply.body, Response::Error(e) if e.code == ErrorCode::Malformed));
     }
     let pool = Pool::new(ep, Duration::from_secs(2));
-    let resp = pool.call(addr, get(b"still"), Duration::from_secs(2)).await.expect("server still serves");
+    let resp = pool
+        .call(addr, get(b"still"), Duration::from_secs(2))
+        .await
+        .expect("server still serves");
     assert!(matches!(resp, Response::Value { .. }));
 }
 
 #[tokio::test]
 async fn requests_beyond_the_in_flight_limit_are_shed_as_overloaded() {
     let ca = generate_ca("t").expect("ca");
-    let limits = ServerLimits { max_client_requests: 4, max_internal_requests: 4 };
+    let limits = ServerLimits {
+        max_client_requests: 4,
+        max_internal_requests: 4,
+    };
     let (addr, _stop) = start_with(&issue(&ca, "t", Role::Node, "n1").expect("cert"), limits);
     let client = issue(&ca, "t", Role::Client, "c").expect("cert");
-    let pool = Arc::new(Pool::new(client_endpoint(&client).expect("endpoint"), Duration::from_secs(2)));
+    let pool = Arc::new(Pool::new(
+        client_endpoint(&client).expect("endpoint"),
+        Duration::from_secs(2),
+    ));
     let mut tasks = Vec::new();
     for _ in 0..40 {
         let pool = pool.clone();
-        tasks.push(tokio::spawn(async move { pool.call(addr, get(b"k"), Duration::from_secs(5)).await.expect("call") }));
+        tasks.push(tokio::spawn(async move {
+            pool.call(addr, get(b"k"), Duration::from_secs(5))
+                .await
+                .expect("call")
+        }));
     }
     let (mut ok, mut shed) = (0, 0);
     for t in tasks {
