@@ -105,11 +105,14 @@ pub struct OpStats {
     pub errors: BTreeMap<&'static str, u64>,
 }
 
+/// Largest latency the histograms track: one hour.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
 impl OpStats {
     fn new() -> OpStats {
-        // Auto-resizing: no upper bound to exceed.
-        let latency_us =
-            Histogram::new(3).expect("3 significant figures is a valid histogram precision");
+        // 1 µs to 1 hour at 3 significant figures; larger values are clamped to the top.
+        let latency_us = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+            .expect("bounds and precision are valid constants");
         OpStats {
             latency_us,
             ok: 0,
@@ -121,7 +124,7 @@ impl OpStats {
     fn record(&mut self, started: Instant, outcome: Result<(), ClientError>) {
         let us = u64::try_from(started.elapsed().as_micros())
             .unwrap_or(u64::MAX)
-            .max(1);
+            .clamp(1, MAX_LATENCY_US);
         match outcome {
             Ok(()) => self.ok += 1,
             Err(ClientError::NotFound) => self.not_found += 1,
@@ -134,7 +137,7 @@ impl OpStats {
     }
 
     fn merge(&mut self, other: &OpStats) {
-        // Both histograms auto-resize, so adding cannot fail on range.
+        // Both histograms have the same bounds, so adding cannot fail on range.
         let _ = self.latency_us.add(&other.latency_us);
         self.ok += other.ok;
         self.not_found += other.not_found;

@@ -4,7 +4,7 @@
 
 use crate::bench::Workload;
 use crate::output::Output;
-use crate::{bench, cluster_commands, data_commands};
+use crate::{admin_commands, bench, cluster_commands, data_commands};
 use clap::{Args, Parser, Subcommand};
 use proto::Consistency;
 use ring::NodeId;
@@ -60,6 +60,23 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Measure throughput and latency against a cluster.
     Bench(BenchArgs),
+    /// Run a Merkle-tree anti-entropy round now, on one node or every node.
+    Repair(RepairArgs),
+}
+
+/// `ringkv repair`.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// Only this node runs a round (with every peer); default: every node, one after another.
+    #[arg(long = "node-id", visible_alias = "node", value_name = "ID")]
+    pub node: Option<u32>,
+    /// Wait for each round and report what it repaired (a progress bar on a terminal);
+    /// without it, rounds are started and the command returns.
+    #[arg(long)]
+    pub wait: bool,
+    /// Longest one node's round may take, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
 }
 
 /// How to reach the cluster and at which level; shared by the data commands and `bench`.
@@ -110,6 +127,10 @@ pub struct PutArgs {
 pub struct KeyArgs {
     /// The key (its bytes as given; at most 65536).
     pub key: OsString,
+    /// `get` only: read what replica node ID alone holds, without coordination or repair
+    /// (tombstones read as not found; `--json` shows them).
+    #[arg(long, value_name = "ID")]
+    pub replica: Option<u32>,
     /// Connection and consistency.
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -240,6 +261,7 @@ pub fn run(cli: Cli) -> i32 {
             Command::Delete(args) => data_commands::delete(dir, out, args).await,
             Command::Cluster(cmd) => cluster_commands::run(dir, out, cmd).await,
             Command::Bench(args) => bench::run_cli(dir, out, args).await,
+            Command::Repair(args) => admin_commands::repair(dir, out, args).await,
         }
     })
 }

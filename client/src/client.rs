@@ -4,7 +4,7 @@
 
 use crate::error::ClientError;
 use proto::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use proto::message::{NodeStatus, Topology};
+use proto::message::{NodeStatus, RepairReport, Topology};
 use proto::tls::TlsMaterial;
 use proto::transport::{client_endpoint, Pool, TransportError};
 use proto::{Consistency, Request, Response, Version};
@@ -185,6 +185,56 @@ impl Client {
             Response::Value { .. } => Err(ClientError::NotFound),
             Response::Error(e) => Err(e.into()),
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// One node's own record of a key (tombstones included), without coordination: what that
+    /// replica alone holds. `Ok(None)`: the node has no record of the key.
+    pub async fn inspect(
+        &self,
+        node: NodeId,
+        key: &[u8],
+    ) -> Result<Option<proto::Record>, ClientError> {
+        check_key(key)?;
+        let addr = *self
+            .addrs
+            .get(&node)
+            .ok_or_else(|| ClientError::Config(format!("no node {node}")))?;
+        match self
+            .pool
+            .call(
+                addr,
+                Request::Inspect { key: key.to_vec() },
+                self.cfg.timeout,
+            )
+            .await
+        {
+            Ok(Response::ReplicaRecord { record }) => Ok(record),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(transport_error(e)),
+        }
+    }
+
+    /// Runs an anti-entropy round on `node` with every peer. With `wait`, returns what the round
+    /// did (the call may take as long as `timeout`); without, returns once it started.
+    pub async fn repair(
+        &self,
+        node: NodeId,
+        wait: bool,
+        timeout: Duration,
+    ) -> Result<RepairReport, ClientError> {
+        let addr = *self
+            .addrs
+            .get(&node)
+            .ok_or_else(|| ClientError::Config(format!("no node {node}")))?;
+        match self
+            .pool
+            .call(addr, Request::Repair { wait }, timeout)
+            .await
+        {
+            Ok(Response::RepairReport(r)) => Ok(r),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(transport_error(e)),
         }
     }
 

@@ -304,6 +304,34 @@ fn print_status_table(cluster: &LocalCluster, reports: &[NodeReport]) {
         };
         println!("node {} unreachable ({process}): {why}", r.id);
     }
+    println!();
+    println!("self-healing:");
+    for r in reports {
+        let Some(s) = &r.status else { continue };
+        let hints = if s.hints_pending.is_empty() {
+            "none".to_string()
+        } else {
+            s.hints_pending
+                .iter()
+                .map(|(t, n)| format!("{n} for node {t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let last = match &s.last_repair {
+            Some((ago, rep)) => format!(
+                "{} ago ({} keys repaired, {} bytes, {} ms)",
+                human_duration(*ago),
+                rep.keys_pulled + rep.keys_pushed,
+                rep.bytes_exchanged,
+                rep.millis
+            ),
+            None => "never".to_string(),
+        };
+        println!(
+            "  node {}: hints pending {hints}; hints replayed {}, dropped {}; read repairs {}; anti-entropy last round {last}, keys repaired since start {}",
+            r.id, s.hints_replayed, s.hints_dropped, s.read_repairs, s.keys_repaired
+        );
+    }
 }
 
 fn print_row(cols: [&str; 10]) {

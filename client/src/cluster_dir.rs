@@ -397,6 +397,8 @@ pub struct NodeToml {
     pub tls: NodeTlsFiles,
     /// Replica placement.
     pub replication: Replication,
+    /// Prometheus metrics over HTTP: the node's own port number, over TCP.
+    pub metrics_listen: SocketAddr,
     /// Every member.
     pub members: Vec<NodeTomlMember>,
 }
@@ -442,6 +444,11 @@ impl NodeToml {
                 key: "node.key".into(),
             },
             replication: file.replication.clone(),
+            metrics_listen: file
+                .nodes
+                .iter()
+                .find(|n| n.id == id)
+                .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |n| n.address),
             members: file
                 .nodes
                 .iter()

@@ -47,6 +47,9 @@ pub async fn delete(dir: Option<&Path>, out: Output, args: KeyArgs) -> i32 {
 pub async fn get(dir: Option<&Path>, out: Output, args: KeyArgs) -> i32 {
     let key = args.key.as_bytes();
     let level = args.connect.consistency;
+    if let Some(node) = args.replica {
+        return crate::admin_commands::get_replica(dir, out, &args, node).await;
+    }
     let result = async {
         check_key(key)?;
         check_read_level(level)?;
@@ -182,7 +185,7 @@ fn report_write(
     }
 }
 
-fn print_value(read: &ReadOutcome) -> i32 {
+pub(crate) fn print_value(read: &ReadOutcome) -> i32 {
     let mut stdout = std::io::stdout().lock();
     let newline = if stdout.is_terminal() {
         &b"\n"[..]
@@ -204,20 +207,24 @@ fn print_value(read: &ReadOutcome) -> i32 {
     }
 }
 
-fn base(op: &str, key: &[u8]) -> Map<String, Value> {
+pub(crate) fn base(op: &str, key: &[u8]) -> Map<String, Value> {
     let mut obj = Map::new();
     obj.insert("op".into(), json!(op));
     obj.insert("key".into(), json!(String::from_utf8_lossy(key)));
     obj
 }
 
-fn insert_version(obj: &mut Map<String, Value>, version: Version, coordinator: ring::NodeId) {
+pub(crate) fn insert_version(
+    obj: &mut Map<String, Value>,
+    version: Version,
+    coordinator: ring::NodeId,
+) {
     obj.insert("version".into(), json!(version.to_string()));
     obj.insert("hlc".into(), json!(version.hlc));
     obj.insert("coordinator".into(), json!(coordinator));
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

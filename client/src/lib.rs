@@ -17,7 +17,9 @@
 //! - [`data_commands`]: `put`, `get`, `delete`.
 //! - [`cluster_commands`]: `cluster up/down/status/stop-node/start-node`.
 //! - [`bench`]: `bench`, a closed-loop throughput and latency benchmark.
+//! - [`admin_commands`]: `repair` and `get --replica`.
 
+pub mod admin_commands;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -117,7 +117,7 @@ impl Node {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(&self.in_flight);
         // A repair round may take long; everything else is bounded by the request timeout.
-        let deadline = if matches!(req, Request::Repair) {
+        let deadline = if matches!(req, Request::Repair { .. }) {
             deadline
         } else {
             deadline.min(Instant::now() + self.request_timeout())
@@ -162,7 +162,14 @@ impl Node {
                 nodes,
             } => self.serve_tree_hashes(range, level, &nodes),
             Request::SyncLeaves { range, leaves } => self.serve_sync_leaves(range, leaves).await,
-            Request::Repair => Response::RepairReport(self.anti_entropy_round(|_| true).await),
+            Request::Repair { wait: true } => {
+                Response::RepairReport(self.anti_entropy_round(|_| true).await)
+            }
+            Request::Repair { wait: false } => {
+                let node = self.clone();
+                tokio::spawn(async move { node.anti_entropy_round(|_| true).await });
+                Response::RepairReport(RepairReport::default())
+            }
         }
     }
 

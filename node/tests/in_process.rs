@@ -82,7 +82,7 @@ impl Cluster {
                     check_interval_ms: 100,
                     ..HintsConfig::default()
                 },
-                // Rounds only when asked (Request::Repair), so tests control them.
+                // Rounds only when asked (Request::Repair { wait: true }), so tests control them.
                 anti_entropy: AntiEntropyConfig {
                     interval_ms: 3_600_000,
                     tombstone_grace_ms: 8_000_000,
@@ -463,7 +463,7 @@ async fn anti_entropy_restores_a_wiped_replica_and_deletes_stay_deleted() {
         local(&c, 2, "k7").is_some_and(|r| !r.is_tombstone()),
         "node 3 still has the old value"
     );
-    let report = match c.call(0, Request::Repair).await {
+    let report = match c.call(0, Request::Repair { wait: true }).await {
         Response::RepairReport(r) => r,
         other => panic!("{other:?}"),
     };
@@ -480,7 +480,7 @@ async fn anti_entropy_restores_a_wiped_replica_and_deletes_stay_deleted() {
     // A wiped replica gets every key and tombstone back from one round it runs itself.
     c.wipe(1).await;
     assert_eq!(c.engines[1].approximate_len(), 0);
-    let report = match c.call(1, Request::Repair).await {
+    let report = match c.call(1, Request::Repair { wait: true }).await {
         Response::RepairReport(r) => r,
         other => panic!("{other:?}"),
     };
@@ -493,7 +493,7 @@ async fn anti_entropy_restores_a_wiped_replica_and_deletes_stay_deleted() {
         );
     }
     // A second round finds nothing to do.
-    match c.call(1, Request::Repair).await {
+    match c.call(1, Request::Repair { wait: true }).await {
         Response::RepairReport(r) => assert_eq!(
             (r.pairs_differing, r.keys_pulled, r.keys_pushed),
             (0, 0, 0),

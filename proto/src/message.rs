@@ -91,8 +91,9 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
-    /// Client (admin): run an anti-entropy round on this node now, with every peer.
-    Repair,
+    /// Client (admin): run an anti-entropy round on this node now, with every peer. With `wait`
+    /// the answer comes when the round is done; without, at once (the round runs on).
+    Repair { wait: bool },
 }
 
 impl Request {
