@@ -63,7 +63,7 @@ impl Client {
     /// Connects: asks the seeds, in order, for the cluster topology.
     pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
         let endpoint = client_endpoint(&cfg.tls).map_err(|e| ClientError::Config(e.to_string()))?;
-        let pool = Pool::new(endpoint, cfg.timeout.min(Duration::from_secs(2)));
+        let pool = Pool::new(endpoint, cfg.timeout.min(Duration::from_secs(1)));
         let mut last_err = ClientError::Config("no seed addresses given".into());
         for seed in &cfg.seeds {
             match pool.call(*seed, Request::Topology, cfg.timeout).await {
@@ -188,6 +188,39 @@ impl Client {
         }
     }
 
+    /// Reads `key` with `node` as the coordinator, instead of a replica chosen by token-aware
+    /// routing (for tests and diagnostics).
+    pub async fn get_via(
+        &self,
+        node: NodeId,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<ReadOutcome, ClientError> {
+        check_key(key)?;
+        let addr = *self
+            .addrs
+            .get(&node)
+            .ok_or_else(|| ClientError::Config(format!("no node {node}")))?;
+        let req = Request::Get {
+            key: key.to_vec(),
+            consistency,
+        };
+        match self.call(addr, req, self.cfg.timeout).await {
+            Ok(Response::Value {
+                value: Some(value),
+                version: Some(version),
+                ..
+            }) => Ok(ReadOutcome {
+                value,
+                version,
+                coordinator: node,
+            }),
+            Ok(Response::Value { .. }) => Err(ClientError::NotFound),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(transport_error(e)),
+        }
+    }
+
     /// One node's own record of a key (tombstones included), without coordination: what that
     /// replica alone holds. `Ok(None)`: the node has no record of the key.
     pub async fn inspect(
@@ -247,6 +280,39 @@ impl Client {
         status_at(&self.pool, addr, self.cfg.timeout).await
     }
 
+    /// One request to one node. A timeout also drops the connection, so a node that restarted
+    /// (leaving a dead connection behind) is reached afresh by the next request.
+    async fn call(
+        &self,
+        addr: SocketAddr,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
+        let retry = is_read_only(&req).then(|| req.clone());
+        let res = self.pool.call(addr, req, timeout).await;
+        let res = self.reset_on_timeout(addr, res).await;
+        match (res, retry) {
+            // A read-only request that met a connection closed under it (a restarted node) is
+            // safe to send once more, on a new connection.
+            (Err(TransportError::Closed(_)), Some(req)) => self.pool.call(addr, req, timeout).await,
+            (res, _) => res,
+        }
+    }
+
+    async fn reset_on_timeout(
+        &self,
+        addr: SocketAddr,
+        res: Result<Response, TransportError>,
+    ) -> Result<Response, TransportError> {
+        if matches!(
+            res,
+            Err(TransportError::Timeout(_)) | Err(TransportError::Closed(_))
+        ) {
+            self.pool.reset(addr).await;
+        }
+        res
+    }
+
     /// Coordinators to try for a key, best first: replicas in the client's datacenter, then the
     /// other replicas, then every other node.
     fn coordinators(&self, key: &[u8]) -> Vec<NodeId> {
@@ -297,13 +363,28 @@ impl Client {
                     continue;
                 }
             };
-            return match channel.call(req, left).await {
+            let res = if is_read_only(&req) {
+                drop(channel);
+                self.call(addr, req, left).await
+            } else {
+                let res = channel.call(req, left).await;
+                self.reset_on_timeout(addr, res).await
+            };
+            return match res {
                 Ok(resp) => Ok((node, resp)),
                 Err(e) => Err(transport_error(e)),
             };
         }
         Err(last)
     }
+}
+
+/// Requests that change nothing, so sending one twice is harmless.
+fn is_read_only(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Get { .. } | Request::Inspect { .. } | Request::Status | Request::Topology
+    )
 }
 
 /// Coordinators tried for one request before giving up on reaching the cluster.

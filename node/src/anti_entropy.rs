@@ -34,8 +34,23 @@ fn size_of<T: serde::Serialize>(msg: &T) -> u64 {
         .unwrap_or(0)
 }
 
-/// Every record of one leaf of a range, read from storage.
-fn leaf_records(engine: &dyn Engine, leaf: TokenRange) -> Result<Vec<(Vec<u8>, Record)>, String> {
+/// Every record of one leaf of a range, read from storage, except tombstones past the grace
+/// period (`purge_before`, an HLC): those are due for purge on every replica, and exchanging them
+/// would let replicas that purge at different moments hand them back to each other forever.
+fn leaf_records(
+    engine: &dyn Engine,
+    leaf: TokenRange,
+    purge_before: u64,
+) -> Result<Vec<(Vec<u8>, Record)>, String> {
+    let mut all = all_leaf_records(engine, leaf)?;
+    all.retain(|(_, r)| !(r.is_tombstone() && r.version.hlc < purge_before));
+    Ok(all)
+}
+
+fn all_leaf_records(
+    engine: &dyn Engine,
+    leaf: TokenRange,
+) -> Result<Vec<(Vec<u8>, Record)>, String> {
     let mut out = Vec::new();
     let mut cursor: Option<storage::ScanCursor> = None;
     loop {
@@ -115,6 +130,7 @@ impl Node {
             ));
         }
         let engine = self.store.engine().clone();
+        let purge_before = self.purge_cutoff();
         let res = tokio::task::spawn_blocking(move || {
             let mut records = Vec::new();
             let mut wanted = Vec::new();
@@ -123,7 +139,7 @@ impl Node {
             for leaf in leaves {
                 let theirs: HashMap<Digest, Version> = leaf.entries.into_iter().collect();
                 let mine = match tree.leaf_range(leaf.leaf) {
-                    Some(r) => leaf_records(engine.as_ref(), r)?,
+                    Some(r) => leaf_records(engine.as_ref(), r, purge_before)?,
                     None => Vec::new(),
                 };
                 let mut mine_digests = HashMap::with_capacity(mine.len());
@@ -294,13 +310,16 @@ impl Node {
     ) -> Result<(), String> {
         for _ in 0..MAX_SYNC_ROUNDS {
             let engine = self.store.engine().clone();
+            let purge_before = self.purge_cutoff();
             let ranges: Vec<(u32, Option<TokenRange>)> =
                 leaves.iter().map(|&l| (l, tree.leaf_range(l))).collect();
             let mine = tokio::task::spawn_blocking(move || {
                 ranges
                     .into_iter()
                     .map(|(leaf, r)| match r {
-                        Some(r) => leaf_records(engine.as_ref(), r).map(|recs| (leaf, recs)),
+                        Some(r) => {
+                            leaf_records(engine.as_ref(), r, purge_before).map(|recs| (leaf, recs))
+                        }
                         None => Ok((leaf, Vec::new())),
                     })
                     .collect::<Result<Vec<_>, String>>()
@@ -389,11 +408,15 @@ impl Node {
         }
     }
 
+    /// Tombstones with an HLC below this are past the grace period.
+    pub(crate) fn purge_cutoff(&self) -> u64 {
+        let grace = self.cfg.anti_entropy.tombstone_grace_ms;
+        proto::version::hlc_from_millis(proto::version::wall_millis().saturating_sub(grace))
+    }
+
     /// Deletes tombstones older than the grace period and takes them out of the trees.
     pub async fn purge_tombstones(self: &Arc<Self>) {
-        let grace = self.cfg.anti_entropy.tombstone_grace_ms;
-        let cutoff =
-            proto::version::hlc_from_millis(proto::version::wall_millis().saturating_sub(grace));
+        let cutoff = self.purge_cutoff();
         let ranges: Vec<TokenRange> = self
             .ring
             .ranges_of(self.id)

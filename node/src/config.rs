@@ -147,7 +147,7 @@ impl MemberConfig {
 pub struct Timeouts {
     /// Longest a coordinator waits for replicas on one request. Default 2000.
     pub request_ms: u64,
-    /// Connection handshake timeout. Default 1000.
+    /// Connection handshake timeout. Default 2000.
     pub connect_ms: u64,
     /// Heartbeat interval of the failure detector. Default 200.
     pub heartbeat_ms: u64,
@@ -163,7 +163,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             request_ms: 2000,
-            connect_ms: 1000,
+            connect_ms: 2000,
             heartbeat_ms: 200,
             down_after_ms: 1000,
             max_clock_ahead_ms: 5000,

@@ -400,9 +400,12 @@ impl Node {
                 replies,
             };
         };
+        // A tombstone past the grace period is being purged everywhere: spreading it again would
+        // undo the purge on replicas that already dropped it.
+        let purgeable = newest.is_tombstone() && newest.version.hlc < self.purge_cutoff();
         let stale: Vec<NodeId> = seen
             .iter()
-            .filter(|(_, v)| *v != Some(newest.version))
+            .filter(|(_, v)| *v != Some(newest.version) && !purgeable)
             .map(|(n, _)| *n)
             .collect();
         if !stale.is_empty() {

@@ -13,6 +13,7 @@ pub struct FailureDetector {
     me: NodeId,
     down_after: Duration,
     last_ok: HashMap<NodeId, Mutex<Option<Instant>>>,
+    generations: Mutex<HashMap<NodeId, u64>>,
 }
 
 impl FailureDetector {
@@ -27,7 +28,16 @@ impl FailureDetector {
             me,
             down_after,
             last_ok,
+            generations: Mutex::default(),
         }
+    }
+
+    /// Records the generation a peer's heartbeat carried; true when it differs from the one seen
+    /// before (the peer restarted), false on the first sighting or the same generation.
+    pub fn new_generation(&self, peer: NodeId, generation: u64) -> bool {
+        let mut g = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        g.insert(peer, generation)
+            .is_some_and(|old| old != generation)
     }
 
     /// Records that `peer` answered just now.
@@ -88,5 +98,8 @@ mod tests {
         assert_eq!(fd.snapshot().len(), 2);
         fd.record_ok(99); // unknown peers are ignored
         assert!(!fd.is_up(99));
+        assert!(!fd.new_generation(2, 100), "first sighting");
+        assert!(!fd.new_generation(2, 100));
+        assert!(fd.new_generation(2, 200), "restart");
     }
 }

@@ -87,6 +87,9 @@ pub struct Node {
     pub detector: FailureDetector,
     /// Client requests coordinated.
     pub coordinated: AtomicU64,
+    /// When this process started (ms since the epoch): its generation, sent in heartbeats so
+    /// peers notice a restart.
+    pub generation: u64,
     /// Counters exposed in status and metrics.
     pub stats: Stats,
     /// Hinted-handoff counters.
@@ -143,11 +146,24 @@ impl Node {
             }
             Request::Topology => Response::Topology(self.topology.clone()),
             Request::Status => Response::Status(self.status()),
-            Request::Ping { from, hlc } => {
+            Request::Ping {
+                from,
+                hlc,
+                generation,
+            } => {
                 if let Err(e) = self.clock.observe(hlc) {
                     warn!(peer = from, error = %e, "heartbeat clock refused");
                 }
                 self.detector.record_ok(from);
+                if let Some(&addr) = self.addrs.get(&from) {
+                    // The peer is alive: connect to it at once, not after a back-off.
+                    self.pool.forgive(addr);
+                    if self.detector.new_generation(from, generation) {
+                        // It restarted: our connection to it is to the old process; start afresh.
+                        info!(peer = from, "peer restarted; reconnecting");
+                        self.pool.reset(addr).await;
+                    }
+                }
                 Response::Pong {
                     from: self.id,
                     hlc: self.clock.peek(),
@@ -253,12 +269,14 @@ impl Node {
             let ping = Request::Ping {
                 from: self.id,
                 hlc: self.clock.peek(),
+                generation: self.generation,
             };
-            if let Ok(Response::Pong { from, hlc }) = self.pool.call(addr, ping, timeout).await {
-                if from == peer {
+            match self.pool.call(addr, ping, timeout).await {
+                Ok(Response::Pong { from, hlc }) if from == peer => {
                     self.detector.record_ok(peer);
                     let _ = self.clock.observe(hlc);
                 }
+                _ => {}
             }
         }
     }
@@ -384,6 +402,7 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
             Duration::from_millis(cfg.timeouts.down_after_ms),
         ),
         coordinated: AtomicU64::new(0),
+        generation: proto::version::wall_millis(),
         stats: Stats::default(),
         hint_stats: Default::default(),
         trees,

@@ -56,8 +56,13 @@ pub enum Request {
     Topology,
     /// Client or node: this node's view of the cluster (who is up) and its counters.
     Status,
-    /// Node: failure-detector heartbeat, carrying the sender's clock.
-    Ping { from: NodeId, hlc: u64 },
+    /// Node: failure-detector heartbeat, carrying the sender's clock and generation (its start
+    /// time in ms: a new generation means the peer restarted).
+    Ping {
+        from: NodeId,
+        hlc: u64,
+        generation: u64,
+    },
     /// Node: store this record if it is newer than the local one.
     ReplicaWrite {
         #[serde(with = "serde_bytes")]

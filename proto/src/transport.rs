@@ -26,8 +26,11 @@ const WRITE_QUEUE_FRAMES: usize = 1024;
 const COALESCE_BYTES: usize = 256 * 1024;
 /// Requests one channel may have awaiting replies.
 const CHANNEL_IN_FLIGHT: usize = 4096;
-/// After a failed connect, further connects to the same address fail fast for this long.
+/// After a failed connect, further connects to the same address fail fast for this long; each
+/// further failure doubles it, up to [`RECONNECT_BACKOFF_MAX`]. A success resets it.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest fail-fast period after repeated connect failures.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Transport failures (as opposed to error replies from the peer).
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +64,7 @@ fn transport_config() -> quinn::TransportConfig {
     t.max_concurrent_bidi_streams(64u32.into());
     t.max_concurrent_uni_streams(0u32.into());
     t.keep_alive_interval(Some(Duration::from_millis(1000)));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(10)) {
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(5)) {
         t.max_idle_timeout(Some(idle));
     }
     t.stream_receive_window((8u32 * 1024 * 1024).into());
@@ -284,7 +287,8 @@ pub struct Pool {
 #[derive(Default)]
 struct Slot {
     channel: tokio::sync::Mutex<Option<Arc<Channel>>>,
-    failed_at: Mutex<Option<Instant>>,
+    /// When the last connect failed, and how long to fail fast after it.
+    failed: Mutex<Option<(Instant, Duration)>>,
 }
 
 impl Pool {
@@ -306,8 +310,8 @@ impl Pool {
     /// failed connect, so requests to a dead peer do not each wait for a handshake timeout.
     pub async fn channel(&self, addr: SocketAddr) -> Result<Arc<Channel>, TransportError> {
         let slot = lock(&self.slots).entry(addr).or_default().clone();
-        if let Some(at) = *lock(&slot.failed_at) {
-            if at.elapsed() < RECONNECT_BACKOFF {
+        if let Some((at, backoff)) = *lock(&slot.failed) {
+            if at.elapsed() < backoff {
                 return Err(TransportError::Connect {
                     addr,
                     reason: "recent connect failed".into(),
@@ -320,17 +324,50 @@ impl Pool {
                 return Ok(ch.clone());
             }
         }
+        // Callers queued behind a connect that just failed fail fast too, instead of each
+        // waiting for its own handshake timeout.
+        if let Some((at, backoff)) = *lock(&slot.failed) {
+            if at.elapsed() < backoff {
+                return Err(TransportError::Connect {
+                    addr,
+                    reason: "recent connect failed".into(),
+                });
+            }
+        }
         match Channel::open(&self.endpoint, addr, self.connect_timeout).await {
             Ok(ch) => {
                 let ch = Arc::new(ch);
                 *guard = Some(ch.clone());
-                *lock(&slot.failed_at) = None;
+                *lock(&slot.failed) = None;
                 Ok(ch)
             }
             Err(e) => {
                 *guard = None;
-                *lock(&slot.failed_at) = Some(Instant::now());
+                let mut failed = lock(&slot.failed);
+                let backoff = failed.map_or(RECONNECT_BACKOFF, |(_, b)| {
+                    (b * 2).min(RECONNECT_BACKOFF_MAX)
+                });
+                *failed = Some((Instant::now(), backoff));
                 Err(e)
+            }
+        }
+    }
+
+    /// Ends the fail-fast period after a failed connect to `addr`: call it when the peer is
+    /// evidently alive (it just sent us a request), so the next call connects at once.
+    pub fn forgive(&self, addr: SocketAddr) {
+        if let Some(slot) = lock(&self.slots).get(&addr) {
+            *lock(&slot.failed) = None;
+        }
+    }
+
+    /// Closes and forgets the channel to `addr` (for example after a heartbeat went
+    /// unanswered): the next call opens a new connection instead of waiting on a dead one.
+    pub async fn reset(&self, addr: SocketAddr) {
+        let slot = lock(&self.slots).get(&addr).cloned();
+        if let Some(slot) = slot {
+            if let Some(ch) = slot.channel.lock().await.take() {
+                ch.conn.close(0u32.into(), b"reset");
             }
         }
     }

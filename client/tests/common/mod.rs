@@ -79,8 +79,13 @@ impl Run {
                 }
             })
             .collect();
+        // A JSON error's message can sit behind a long log tail: show it first.
+        let message = serde_json::from_slice::<serde_json::Value>(&self.stdout)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(|m| format!("message: {m}\n")))
+            .unwrap_or_default();
         format!(
-            "`ringkv {}` exited {} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            "`ringkv {}` exited {} after {:?}\n{message}--- stdout ---\n{}\n--- stderr ---\n{}",
             shown.join(" "),
             self.code,
             self.elapsed,
@@ -125,6 +130,24 @@ fn truncate(s: &str, max: usize) -> String {
             .unwrap_or(0);
         format!("{}... ({} bytes in all)", &s[..cut], s.len())
     }
+}
+
+/// `text` without terminal colour sequences (`ESC [ ... m`), which node logs may contain.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Runs `ringkv` with `args` (and `stdin` piped in, when given), with a clean environment for
@@ -287,40 +310,39 @@ impl TestCluster {
         client::cluster_dir::ring_of(&file).expect("a valid ring")
     }
 
-    /// `count` keys `PREFIX-N` whose preference list (restricted to `datacenter` when given, in
-    /// placement order: the order the client tries coordinators in) satisfies `pick`.
+    /// `count` keys `PREFIX-N` whose placement satisfies `pick(ring, token of the key)`. The
+    /// client tries a key's replicas in placement order (in the client's datacenter first), so
+    /// this chooses which node coordinates, and which dead nodes the client tries first.
     pub fn keys_where(
         &self,
         prefix: &str,
         count: usize,
-        datacenter: Option<&str>,
-        pick: impl Fn(&[u32]) -> bool,
+        pick: impl Fn(&ring::Ring, ring::Token) -> bool,
     ) -> Vec<String> {
         let ring = self.ring();
         let keys: Vec<String> = (0..10_000)
             .map(|i| format!("{prefix}-{i}"))
-            .filter(|key| {
-                let token = ring::token_of(key.as_bytes());
-                let replicas: Vec<u32> = match datacenter {
-                    Some(dc) => ring.replicas_in(token, dc).collect(),
-                    None => ring.replicas(token).to_vec(),
-                };
-                pick(&replicas)
-            })
+            .filter(|key| pick(&ring, ring::token_of(key.as_bytes())))
             .take(count)
             .collect();
-        assert_eq!(
-            keys.len(),
-            count,
-            "not enough keys {prefix}-N with that placement"
-        );
+        assert_eq!(keys.len(), count, "too few keys {prefix}-N placed as asked");
         keys
+    }
+
+    /// The first key `PREFIX-N` whose placement satisfies `pick` (see [`Self::keys_where`]).
+    pub fn key_where(
+        &self,
+        prefix: &str,
+        pick: impl Fn(&ring::Ring, ring::Token) -> bool,
+    ) -> String {
+        self.keys_where(prefix, 1, pick).remove(0)
     }
 
     /// The last `lines` lines of node `id`'s log.
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
         let text = std::fs::read_to_string(self.dir.join(format!("node-{id}/node.log")))
             .unwrap_or_default();
+        let text = strip_ansi(&text);
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -350,15 +372,21 @@ impl Drop for TestCluster {
         if !self.dir.exists() {
             return;
         }
+        // SIGKILL first: the data is thrown away, and a graceful stop of every node at once
+        // takes seconds (`restart_keeps_data` covers graceful stops). Then the CLI removes
+        // whatever is left, the directory included.
+        if let Ok(dir) = client::cluster_dir::ClusterDir::new(&self.dir) {
+            if let Ok(cluster) = client::launcher::LocalCluster::open(dir) {
+                for id in cluster.node_ids() {
+                    if let Err(e) = cluster.stop_node(id, client::launcher::StopSignal::Kill) {
+                        eprintln!("cleanup: cannot kill node {id}: {e}");
+                    }
+                }
+            }
+        }
         let down = self.run(&["cluster", "down", "--purge"]);
         if down.code != 0 {
             eprintln!("cleanup failed: {}", down.describe());
-            // Last resort, so no node outlives the test.
-            if let Ok(dir) = client::cluster_dir::ClusterDir::new(&self.dir) {
-                if let Ok(cluster) = client::launcher::LocalCluster::open(dir) {
-                    let _ = cluster.stop_all();
-                }
-            }
         }
     }
 }
