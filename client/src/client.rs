@@ -94,6 +94,13 @@ impl Client {
             addrs.insert(m.member.id, addr);
             datacenters.insert(m.member.id, m.member.datacenter.clone());
         }
+        for m in &topology.members {
+            if !topology.live.contains(&m.member.id) {
+                if let Some(addr) = addrs.get(&m.member.id) {
+                    pool.mark_failed(*addr);
+                }
+            }
+        }
         Ok(Client {
             pool,
             topology,
@@ -234,7 +241,6 @@ impl Client {
             .get(&node)
             .ok_or_else(|| ClientError::Config(format!("no node {node}")))?;
         match self
-            .pool
             .call(
                 addr,
                 Request::Inspect { key: key.to_vec() },
@@ -260,11 +266,7 @@ impl Client {
             .addrs
             .get(&node)
             .ok_or_else(|| ClientError::Config(format!("no node {node}")))?;
-        match self
-            .pool
-            .call(addr, Request::Repair { wait }, timeout)
-            .await
-        {
+        match self.call(addr, Request::Repair { wait }, timeout).await {
             Ok(Response::RepairReport(r)) => Ok(r),
             Ok(other) => Err(unexpected(other)),
             Err(e) => Err(transport_error(e)),
@@ -336,6 +338,12 @@ impl Client {
                 order.push(id);
             }
         }
+        // Nodes that recently failed to connect (or were reported down) go last, in order.
+        order.sort_by_key(|id| {
+            self.addrs
+                .get(id)
+                .is_some_and(|a| self.pool.is_backing_off(*a))
+        });
         order
     }
 

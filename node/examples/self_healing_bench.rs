@@ -53,7 +53,7 @@ use proto::{Consistency, Record, Request, Response, Version};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +79,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(5);
 const REPAIR_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Highest latency the histograms hold (µs); slower samples are clamped to it.
 const MAX_LATENCY_US: u64 = 60_000_000;
+/// Bytes of values per `ReplicaWriteBatch` the benchmark sends to make a replica diverge.
+const INJECT_BATCH_BYTES: usize = 512 * 1024;
 /// Pause after all nodes started and agree on liveness, before the first measurement.
 const SETTLE: Duration = Duration::from_secs(2);
 /// Numbers of differing keys of the anti-entropy rounds.
@@ -606,27 +608,30 @@ async fn anti_entropy_phase(
                     picked.push(i);
                 }
             }
-            let writes: Vec<KeyRecord> = picked
-                .iter()
-                .map(|&i| KeyRecord {
-                    key: data_key(i),
-                    record: Record::value(version, value_bytes(i ^ 0xABCD, len)),
-                })
-                .collect();
-            let expect = writes.len();
-            match c
-                .peer
-                .call(
-                    c.addr(0),
-                    Request::ReplicaWriteBatch { writes },
-                    Duration::from_secs(10),
-                )
-                .await
-                .context("divergent replica writes")?
-            {
-                Response::ReplicaAcks { applied }
-                    if applied.len() == expect && applied.iter().all(|a| *a) => {}
-                other => bail!("node 1 did not store the divergent writes: {other:?}"),
+            // Batches well under the frame limit, whatever the value size.
+            let per_batch = (INJECT_BATCH_BYTES / (len + 32)).max(1);
+            for chunk in picked.chunks(per_batch) {
+                let writes: Vec<KeyRecord> = chunk
+                    .iter()
+                    .map(|&i| KeyRecord {
+                        key: data_key(i),
+                        record: Record::value(version, value_bytes(i ^ 0xABCD, len)),
+                    })
+                    .collect();
+                match c
+                    .peer
+                    .call(
+                        c.addr(0),
+                        Request::ReplicaWriteBatch { writes },
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .context("divergent replica writes")?
+                {
+                    Response::ReplicaAcks { applied }
+                        if applied.len() == chunk.len() && applied.iter().all(|a| *a) => {}
+                    other => bail!("node 1 did not store the divergent writes: {other:?}"),
+                }
             }
             picked.iter().map(|&i| (data_key(i), version)).collect()
         };
@@ -862,6 +867,8 @@ async fn rebuild_phase(
 struct LoadResult {
     latency_us: Histogram<u64>,
     errors: u64,
+    /// Errors by kind (error code, or how the call failed), for the report.
+    error_kinds: BTreeMap<String, u64>,
     secs: f64,
 }
 
@@ -885,7 +892,7 @@ async fn run_load(
             let mut rng = StdRng::seed_from_u64(seed ^ (t as u64 + 1));
             let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
                 .expect("histogram bounds are valid");
-            let mut errors = 0u64;
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             for _ in 0..MAX_OPS_PER_TASK {
                 if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
                     break;
@@ -909,7 +916,11 @@ async fn run_load(
                     Ok(Response::Written { .. } | Response::Value { .. }) => {
                         hist.saturating_record(t0.elapsed().as_micros() as u64);
                     }
-                    _ => errors += 1,
+                    Ok(Response::Error(e)) => {
+                        *errors.entry(format!("{:?}", e.code)).or_default() += 1;
+                    }
+                    Ok(_) => *errors.entry("unexpected reply".into()).or_default() += 1,
+                    Err(_) => *errors.entry("transport".into()).or_default() += 1,
                 }
             }
             (hist, errors)
@@ -917,15 +928,18 @@ async fn run_load(
     }
     let mut latency_us =
         Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).context("histogram")?;
-    let mut errors = 0;
+    let mut error_kinds: BTreeMap<String, u64> = BTreeMap::new();
     for t in tasks {
         let (h, e) = t.await.context("load task")?;
         latency_us.add(&h).context("histogram merge")?;
-        errors += e;
+        for (kind, n) in e {
+            *error_kinds.entry(kind).or_default() += n;
+        }
     }
     Ok(LoadResult {
         latency_us,
-        errors,
+        errors: error_kinds.values().sum(),
+        error_kinds,
         secs: started.elapsed().as_secs_f64(),
     })
 }
@@ -936,12 +950,25 @@ fn load_json(r: &LoadResult) -> Value {
         "ops": h.len(),
         "ops_per_s": h.len() as f64 / r.secs,
         "errors": r.errors,
+        "error_kinds": r.error_kinds,
         "secs": r.secs,
         "p50_us": h.value_at_quantile(0.50),
         "p99_us": h.value_at_quantile(0.99),
         "p999_us": h.value_at_quantile(0.999),
         "max_us": h.max(),
     })
+}
+
+fn errors_text(r: &LoadResult) -> String {
+    if r.errors == 0 {
+        return "0".into();
+    }
+    let kinds: Vec<String> = r
+        .error_kinds
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    format!("{} ({})", r.errors, kinds.join(", "))
 }
 
 fn ms(us: u64) -> String {
@@ -1017,8 +1044,8 @@ async fn latency_phase(
             ms(q.value_at_quantile(0.50)),
             b.len() as f64 / busy.secs,
             q.len() as f64 / quiet.secs,
-            busy.errors,
-            quiet.errors,
+            errors_text(&busy),
+            errors_text(&quiet),
             busy.secs,
             if ended_before_repair { "within" } else { "covering all of" },
             report.keys_pulled

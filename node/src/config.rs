@@ -312,6 +312,9 @@ impl NodeConfig {
         if l.max_client_requests == 0 || l.max_internal_requests == 0 || l.write_queue == 0 {
             return bad("limits must be > 0".into());
         }
+        if t.max_clock_ahead_ms < 4_000 {
+            return bad("timeouts: max-clock-ahead-ms must be at least 4000 (a restarted node's clock may run 2 s ahead)".into());
+        }
         let h = &self.hints;
         if h.replay_batch == 0
             || h.replay_rate == 0

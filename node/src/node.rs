@@ -23,9 +23,13 @@ use tracing::{info, warn};
 
 /// Metadata key holding the clock's persisted high-water mark.
 const CLOCK_META_KEY: &str = "hlc-high-water";
-/// The clock reserves this far ahead of what it has issued, and renews the reservation every
-/// second, so a restarted node starts above everything it ever issued.
-const CLOCK_RESERVE_MS: u64 = 10_000;
+/// The clock persists a reservation this far ahead of what it has issued, renewed every
+/// [`CLOCK_RENEW_MS`], so a restarted node starts above everything it ever issued. It must stay
+/// well under peers' `max-clock-ahead-ms` (5 s by default): a node restarted at once issues
+/// timestamps up to this far ahead of real time, and peers refuse those beyond their limit.
+const CLOCK_RESERVE_MS: u64 = 2_000;
+/// How often the clock reservation is renewed.
+const CLOCK_RENEW_MS: u64 = 500;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +148,16 @@ impl Node {
                 self.coordinated.fetch_add(1, Ordering::Relaxed);
                 self.coordinate_read(key, consistency, deadline).await
             }
-            Request::Topology => Response::Topology(self.topology.clone()),
+            Request::Topology => {
+                let mut t = self.topology.clone();
+                t.live = t
+                    .members
+                    .iter()
+                    .map(|m| m.member.id)
+                    .filter(|id| self.detector.is_up(*id))
+                    .collect();
+                Response::Topology(t)
+            }
             Request::Status => Response::Status(self.status()),
             Request::Ping {
                 from,
@@ -414,6 +427,7 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
             cluster: cfg.cluster_name.clone(),
             members,
             strategy: cfg.replication.strategy(),
+            live: Vec::new(),
         },
         cfg,
     });
@@ -440,7 +454,7 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
     }
     let n = node.clone();
     tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(Duration::from_millis(CLOCK_RENEW_MS));
         loop {
             tick.tick().await;
             let n2 = n.clone();
@@ -488,7 +502,9 @@ impl RunningNode {
         }
         // Connection tasks end once the endpoint is closed; wait for them so the socket is
         // released and the last handle to the store goes away.
-        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+        // Peers drop their connections within a few round trips; do not hold shutdown for
+        // stragglers.
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
         let node = self.node;
         let released = tokio::time::timeout(grace, async {
             while Arc::strong_count(&node) > 1 {

@@ -216,6 +216,9 @@ pub struct Topology {
     pub members: Vec<MemberInfo>,
     /// How replicas are placed.
     pub strategy: Strategy,
+    /// Members the answering node's failure detector saw up when it answered (itself
+    /// included): clients try these first as coordinators.
+    pub live: Vec<NodeId>,
 }
 
 /// What one node knows about one peer.

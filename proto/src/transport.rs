@@ -169,7 +169,7 @@ impl Channel {
             .map_err(|_| TransportError::Timeout(self.addr))?
             .map_err(|_| TransportError::Closed(self.addr))?;
         if self.is_closed() {
-            return Err(TransportError::Closed(self.addr));
+            return Err(self.closed_error().await);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
@@ -196,12 +196,45 @@ impl Channel {
         }
         let result = match tokio::time::timeout_at(deadline, reply_rx).await {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(_)) => Err(TransportError::Closed(self.addr)),
+            Ok(Err(_)) => Err(self.closed_error().await),
             Err(_) => Err(TransportError::Timeout(self.addr)),
         };
         drop(guard);
         result
     }
+
+    /// Why the connection closed. A peer that refused our certificate closes the connection
+    /// just after the handshake completed on our side (QUIC finishes the client's side first), so
+    /// that refusal is reported as a failed connect naming the certificate, not as a lost reply.
+    async fn closed_error(&self) -> TransportError {
+        let reason = match self.conn.close_reason() {
+            Some(r) => Some(r),
+            // The stream can end a moment before the connection records why.
+            None => tokio::time::timeout(Duration::from_millis(100), self.conn.closed())
+                .await
+                .ok(),
+        };
+        match reason {
+            Some(quinn::ConnectionError::ConnectionClosed(c)) if is_crypto(c.error_code.into()) => {
+                TransportError::Connect {
+                    addr: self.addr,
+                    reason: format!("the peer refused our certificate: {c}"),
+                }
+            }
+            Some(quinn::ConnectionError::TransportError(e)) if is_crypto(e.code.into()) => {
+                TransportError::Connect {
+                    addr: self.addr,
+                    reason: format!("certificate refused: {e}"),
+                }
+            }
+            _ => TransportError::Closed(self.addr),
+        }
+    }
+}
+
+/// QUIC transport error codes 0x100..=0x1ff carry a TLS alert: the handshake's certificate checks.
+fn is_crypto(code: u64) -> bool {
+    (0x100..=0x1ff).contains(&code)
 }
 
 /// Removes a request's reply slot however the call ends (reply, timeout, or cancellation).
@@ -351,6 +384,19 @@ impl Pool {
                 Err(e)
             }
         }
+    }
+
+    /// Treats `addr` as failed just now (for example: another node reports it down), so calls
+    /// fail fast and callers try other nodes first until the back-off expires.
+    pub fn mark_failed(&self, addr: SocketAddr) {
+        let slot = lock(&self.slots).entry(addr).or_default().clone();
+        *lock(&slot.failed) = Some((Instant::now(), RECONNECT_BACKOFF_MAX));
+    }
+
+    /// Whether calls to `addr` currently fail fast after a failed connect.
+    pub fn is_backing_off(&self, addr: SocketAddr) -> bool {
+        let slot = lock(&self.slots).get(&addr).cloned();
+        slot.is_some_and(|s| lock(&s.failed).is_some_and(|(at, backoff)| at.elapsed() < backoff))
     }
 
     /// Ends the fail-fast period after a failed connect to `addr`: call it when the peer is
