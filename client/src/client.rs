@@ -67,7 +67,7 @@ impl Client {
         let mut last_err = ClientError::Config("no seed addresses given".into());
         for seed in &cfg.seeds {
             match pool.call(*seed, Request::Topology, cfg.timeout).await {
-                Ok(Response::Topology(t)) => return Client::from_topology(pool, t, cfg),
+                Ok(Response::Topology(t)) => return Client::from_topology(pool, *t, cfg),
                 Ok(other) => last_err = unexpected(other),
                 Err(e) => last_err = transport_error(e),
             }
@@ -405,7 +405,7 @@ pub async fn status_at(
     timeout: Duration,
 ) -> Result<NodeStatus, ClientError> {
     match pool.call(addr, Request::Status, timeout).await {
-        Ok(Response::Status(s)) => Ok(s),
+        Ok(Response::Status(s)) => Ok(*s),
         Ok(Response::Error(e)) => Err(e.into()),
         Ok(other) => Err(unexpected(other)),
         Err(e) => Err(transport_error(e)),

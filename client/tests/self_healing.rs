@@ -8,11 +8,11 @@ use client::launcher::{ClusterGuard, LocalCluster, StopSignal};
 use client::{Client, ClientError};
 use proto::Consistency;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Clusters of concurrently running tests would starve each other's heartbeats on 2 cores.
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn node_bin() -> PathBuf {
     match std::env::var_os("RINGKV_NODE_BIN").filter(|p| !p.is_empty()) {
@@ -25,14 +25,12 @@ struct Harness {
     cluster: ClusterGuard,
     client: Arc<Client>,
     _tmp: tempfile::TempDir,
-    _serial: MutexGuard<'static, ()>,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 /// Starts 3 nodes, RF 3, with `extra` appended to every node's configuration.
 async fn start(extra: &str) -> Harness {
-    let serial = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let bin = node_bin();
     assert!(
         bin.is_file(),

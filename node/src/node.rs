@@ -156,9 +156,9 @@ impl Node {
                     .map(|m| m.member.id)
                     .filter(|id| self.detector.is_up(*id))
                     .collect();
-                Response::Topology(t)
+                Response::Topology(Box::new(t))
             }
-            Request::Status => Response::Status(self.status()),
+            Request::Status => Response::Status(Box::new(self.status())),
             Request::Ping {
                 from,
                 hlc,

@@ -359,7 +359,7 @@ fn local(c: &Cluster, i: usize, key: &str) -> Option<proto::Record> {
 
 async fn status(c: &Cluster, i: usize) -> proto::message::NodeStatus {
     match c.call(i, Request::Status).await {
-        Response::Status(s) => s,
+        Response::Status(s) => *s,
         other => panic!("{other:?}"),
     }
 }

@@ -128,10 +128,10 @@ pub enum Response {
         version: Option<Version>,
         replies: u32,
     },
-    /// The cluster's layout.
-    Topology(Topology),
-    /// A node's view of the cluster.
-    Status(NodeStatus),
+    /// The cluster's layout (boxed: much larger than the other answers).
+    Topology(Box<Topology>),
+    /// A node's view of the cluster (boxed: much larger than the other answers).
+    Status(Box<NodeStatus>),
     /// Heartbeat answer, with the responder's clock.
     Pong { from: NodeId, hlc: u64 },
     /// A replica stored (or, being older, ignored) a record.
