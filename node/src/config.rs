@@ -49,6 +49,9 @@ pub struct NodeConfig {
     /// Bounds on concurrent work.
     #[serde(default)]
     pub limits: Limits,
+    /// When writes reach the disk.
+    #[serde(default)]
+    pub durability: Durability,
     /// Hinted handoff.
     #[serde(default)]
     pub hints: HintsConfig,
@@ -182,8 +185,6 @@ pub struct Limits {
     pub max_internal_requests: usize,
     /// Writes queued for the storage writer thread. Default 8192.
     pub write_queue: usize,
-    /// Sync the RocksDB WAL on every write batch. Default false.
-    pub sync_writes: bool,
 }
 
 impl Default for Limits {
@@ -192,7 +193,40 @@ impl Default for Limits {
             max_client_requests: 4096,
             max_internal_requests: 16384,
             write_queue: 8192,
-            sync_writes: false,
+        }
+    }
+}
+
+/// When acknowledged writes reach the disk.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Durability {
+    /// `periodic` (default): the write-ahead log is written before a write is acknowledged and
+    /// fsynced every `periodic-ms`, as Cassandra's periodic commitlog: a node process crash loses
+    /// nothing, a machine crash (power loss) can lose the last `periodic-ms` of acknowledged
+    /// writes on that replica. `sync`: every batch of writes is fsynced before any of them is
+    /// acknowledged (group commit on the storage writer thread): nothing acknowledged is lost,
+    /// at the cost of an fsync per batch.
+    pub mode: DurabilityMode,
+    /// fsync interval in `periodic` mode, in milliseconds. Default 1000.
+    pub periodic_ms: u64,
+}
+
+/// See [`Durability::mode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurabilityMode {
+    /// fsync every `periodic-ms`.
+    Periodic,
+    /// fsync before acknowledging.
+    Sync,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            mode: DurabilityMode::Periodic,
+            periodic_ms: 1000,
         }
     }
 }
@@ -315,6 +349,9 @@ impl NodeConfig {
         if t.max_clock_ahead_ms < 4_000 {
             return bad("timeouts: max-clock-ahead-ms must be at least 4000 (a restarted node's clock may run 2 s ahead)".into());
         }
+        if self.durability.periodic_ms == 0 {
+            return bad("durability: periodic-ms must be > 0".into());
+        }
         let h = &self.hints;
         if h.replay_batch == 0
             || h.replay_rate == 0
@@ -394,6 +431,16 @@ address = "127.0.0.1:7402"
             Some("127.0.0.1:7401".parse().expect("addr"))
         );
         assert_eq!(cfg.me().map(|m| m.datacenter.as_str()), Some("dc1"));
+    }
+
+    #[test]
+    fn durability_modes_parse_and_default_to_periodic() {
+        let (_d, p) = write(GOOD);
+        assert_eq!(NodeConfig::load(&p).expect("valid").durability.mode, DurabilityMode::Periodic);
+        let (_d, p) = write(&format!("{GOOD}\n[durability]\nmode = \"sync\"\n"));
+        assert_eq!(NodeConfig::load(&p).expect("valid").durability.mode, DurabilityMode::Sync);
+        let (_d, p) = write(&format!("{GOOD}\n[durability]\nmode = \"sometimes\"\n"));
+        assert!(matches!(NodeConfig::load(&p), Err(ConfigError::Parse { .. })));
     }
 
     #[test]

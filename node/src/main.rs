@@ -56,7 +56,7 @@ fn main() {
 
 async fn run(cfg: node::config::NodeConfig) -> anyhow::Result<()> {
     let opts = storage::RocksOptions {
-        sync_writes: cfg.limits.sync_writes,
+        sync_writes: cfg.durability.mode == node::config::DurabilityMode::Sync,
         ..Default::default()
     };
     let path = cfg.data_dir.clone();

@@ -294,6 +294,23 @@ impl Node {
         }
     }
 
+    /// `periodic` durability: fsyncs the write-ahead log every `periodic-ms`, off the runtime.
+    async fn periodic_fsync(self: Arc<Self>) {
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.cfg.durability.periodic_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let engine = self.store.engine().clone();
+            if !matches!(
+                tokio::task::spawn_blocking(move || engine.flush()).await,
+                Ok(Ok(()))
+            ) {
+                warn!("periodic fsync of the write-ahead log failed");
+            }
+        }
+    }
+
     /// Persists a clock reservation ahead of anything issued so far.
     fn reserve_clock(&self) -> Result<(), storage::StorageError> {
         let reserve = hlc_from_millis(
@@ -449,6 +466,9 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
         tasks.push(tokio::spawn(node.clone().replay_hints_to(peer)));
     }
     tasks.push(tokio::spawn(node.clone().anti_entropy_loop()));
+    if node.cfg.durability.mode == crate::config::DurabilityMode::Periodic {
+        tasks.push(tokio::spawn(node.clone().periodic_fsync()));
+    }
     if let Some(metrics) = node.cfg.metrics_listen {
         tasks.push(tokio::spawn(crate::metrics::serve(node.clone(), metrics)));
     }

@@ -2,8 +2,8 @@
 //! coordinator's levels, Unavailable and Timeout, and clock persistence across restarts.
 
 use node::config::{
-    AntiEntropyConfig, HintsConfig, Limits, MemberConfig, NodeConfig, Replication, Timeouts,
-    TlsFiles,
+    AntiEntropyConfig, Durability, HintsConfig, Limits, MemberConfig, NodeConfig, Replication,
+    Timeouts, TlsFiles,
 };
 use node::node::{start, RunningNode};
 use proto::tls::{generate_ca, issue, write_pem, Role, TlsMaterial};
@@ -78,6 +78,7 @@ impl Cluster {
                     ..Timeouts::default()
                 },
                 limits: Limits::default(),
+                durability: Durability::default(),
                 hints: HintsConfig {
                     check_interval_ms: 100,
                     ..HintsConfig::default()
