@@ -28,13 +28,17 @@
 //!
 //! ```text
 //! CARGO_TARGET_DIR=/root/.cache/ringkv-target cargo run --release -p ringkv-node \
-//!     --example self_healing_bench -- [--keys 1000000] [--hints 20000] [--load-secs 5] [--json]
+//!     --example self_healing_bench -- [--keys 1000000] [--hints 20000] [--load-secs 5] \
+//!     [--replay-rate 20000] [--value-bytes 100] [--json]
 //! ```
 //!
+//! With the defaults it takes about two minutes on two cores and about 550 MB of memory (three
+//! RocksDB instances).
+//!
 //! Progress goes to stderr (and the nodes' logs with `RUST_LOG`, e.g. `RUST_LOG=node=debug`);
-//! figures go to stdout, one labelled line each (or one JSON object
-//! with `--json`). The exit status is 1 if a check fails (a replica did not converge) or a step
-//! could not run, 2 for bad arguments.
+//! figures go to stdout, one labelled line each (or one JSON object with `--json`). The exit
+//! status is 1 if a check fails (a replica did not converge) or a step could not run, 2 for bad
+//! arguments.
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;

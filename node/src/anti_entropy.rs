@@ -22,7 +22,9 @@ const MAX_NODES_PER_REQUEST: usize = 1024;
 /// Leaves exchanged in one `SyncLeaves` request.
 const LEAVES_PER_SYNC: usize = 64;
 /// Records in one `LeafDiff` answer are cut at this many bytes (the rest is asked again).
-const MAX_DIFF_BYTES: usize = 2 * 1024 * 1024;
+const MAX_DIFF_BYTES: usize = proto::limits::MAX_BATCH_BYTES;
+/// Key digests sent in one `SyncLeaves` request (28 bytes each, so about 560 KB).
+const MAX_DIGESTS_PER_SYNC: usize = 20_000;
 /// Scan page size when reading a leaf's keys.
 const SCAN_PAGE: usize = 1024;
 /// A `SyncLeaves` request is repeated at most this often for one batch of leaves.
@@ -301,6 +303,8 @@ impl Node {
         Ok(())
     }
 
+    /// Exchanges the keys of differing `leaves` with `peer`, in groups small enough for one
+    /// message each (a leaf with more keys than a message holds goes alone).
     async fn sync_leaves(
         self: &Arc<Self>,
         tree: &RangeTree,
@@ -308,24 +312,58 @@ impl Node {
         leaves: &[u32],
         report: &mut RepairReport,
     ) -> Result<(), String> {
+        let counts = self.leaf_records_of(tree, leaves).await?;
+        let mut group: Vec<u32> = Vec::new();
+        let mut entries = 0;
+        for (leaf, recs) in counts {
+            if !group.is_empty() && entries + recs.len() > MAX_DIGESTS_PER_SYNC {
+                self.sync_leaf_group(tree, peer, &group, report).await?;
+                group.clear();
+                entries = 0;
+            }
+            entries += recs.len();
+            group.push(leaf);
+        }
+        if !group.is_empty() {
+            self.sync_leaf_group(tree, peer, &group, report).await?;
+        }
+        Ok(())
+    }
+
+    /// The local records of some leaves, read off the runtime.
+    async fn leaf_records_of(
+        &self,
+        tree: &RangeTree,
+        leaves: &[u32],
+    ) -> Result<Vec<(u32, Vec<(Vec<u8>, Record)>)>, String> {
+        let engine = self.store.engine().clone();
+        let purge_before = self.purge_cutoff();
+        let ranges: Vec<(u32, Option<TokenRange>)> =
+            leaves.iter().map(|&l| (l, tree.leaf_range(l))).collect();
+        tokio::task::spawn_blocking(move || {
+            ranges
+                .into_iter()
+                .map(|(leaf, r)| match r {
+                    Some(r) => {
+                        leaf_records(engine.as_ref(), r, purge_before).map(|recs| (leaf, recs))
+                    }
+                    None => Ok((leaf, Vec::new())),
+                })
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    async fn sync_leaf_group(
+        self: &Arc<Self>,
+        tree: &RangeTree,
+        peer: NodeId,
+        leaves: &[u32],
+        report: &mut RepairReport,
+    ) -> Result<(), String> {
         for _ in 0..MAX_SYNC_ROUNDS {
-            let engine = self.store.engine().clone();
-            let purge_before = self.purge_cutoff();
-            let ranges: Vec<(u32, Option<TokenRange>)> =
-                leaves.iter().map(|&l| (l, tree.leaf_range(l))).collect();
-            let mine = tokio::task::spawn_blocking(move || {
-                ranges
-                    .into_iter()
-                    .map(|(leaf, r)| match r {
-                        Some(r) => {
-                            leaf_records(engine.as_ref(), r, purge_before).map(|recs| (leaf, recs))
-                        }
-                        None => Ok((leaf, Vec::new())),
-                    })
-                    .collect::<Result<Vec<_>, String>>()
-            })
-            .await
-            .map_err(|e| e.to_string())??;
+            let mine = self.leaf_records_of(tree, leaves).await?;
             let digests = mine
                 .iter()
                 .map(|(leaf, recs)| LeafDigest {
@@ -367,16 +405,10 @@ impl Node {
                     .filter(|(k, _)| want.contains(&key_digest(k)))
                     .map(|(key, record)| KeyRecord { key, record })
                     .collect();
-                for batch in push.chunks(256) {
+                for batch in proto::message::batches(push, 256, proto::limits::MAX_BATCH_BYTES) {
                     let n = batch.len();
                     match self
-                        .ae_call(
-                            peer,
-                            Request::ReplicaWriteBatch {
-                                writes: batch.to_vec(),
-                            },
-                            report,
-                        )
+                        .ae_call(peer, Request::ReplicaWriteBatch { writes: batch }, report)
                         .await?
                     {
                         Response::ReplicaAcks { applied } if applied.len() == n => {

@@ -436,11 +436,20 @@ address = "127.0.0.1:7402"
     #[test]
     fn durability_modes_parse_and_default_to_periodic() {
         let (_d, p) = write(GOOD);
-        assert_eq!(NodeConfig::load(&p).expect("valid").durability.mode, DurabilityMode::Periodic);
+        assert_eq!(
+            NodeConfig::load(&p).expect("valid").durability.mode,
+            DurabilityMode::Periodic
+        );
         let (_d, p) = write(&format!("{GOOD}\n[durability]\nmode = \"sync\"\n"));
-        assert_eq!(NodeConfig::load(&p).expect("valid").durability.mode, DurabilityMode::Sync);
+        assert_eq!(
+            NodeConfig::load(&p).expect("valid").durability.mode,
+            DurabilityMode::Sync
+        );
         let (_d, p) = write(&format!("{GOOD}\n[durability]\nmode = \"sometimes\"\n"));
-        assert!(matches!(NodeConfig::load(&p), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            NodeConfig::load(&p),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

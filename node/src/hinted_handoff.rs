@@ -130,8 +130,19 @@ impl Node {
             if hints.is_empty() {
                 return Ok(delivered);
             }
+            // Keep the batch under the message size: the hints left out come first next time.
+            let mut bytes = 0;
+            let fits = hints
+                .iter()
+                .take_while(|(_, h)| {
+                    bytes += h.key.len() + h.record.value.as_ref().map_or(0, Vec::len) + 32;
+                    bytes <= proto::limits::MAX_BATCH_BYTES
+                })
+                .count()
+                .max(1);
             let (ids, writes): (Vec<_>, Vec<_>) = hints
                 .into_iter()
+                .take(fits)
                 .map(|(id, h)| {
                     (
                         id,

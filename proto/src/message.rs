@@ -168,6 +168,34 @@ pub struct KeyRecord {
     pub record: Record,
 }
 
+impl KeyRecord {
+    /// Approximate encoded size: key, value and a fixed allowance for lengths and version.
+    pub fn approx_size(&self) -> usize {
+        self.key.len() + self.record.value.as_ref().map_or(0, Vec::len) + 32
+    }
+}
+
+/// Splits records into batches of at most `max_count` records and about `max_bytes` bytes each
+/// (a record larger than `max_bytes` forms a batch of its own), preserving order.
+pub fn batches(records: Vec<KeyRecord>, max_count: usize, max_bytes: usize) -> Vec<Vec<KeyRecord>> {
+    let mut out: Vec<Vec<KeyRecord>> = Vec::new();
+    let mut bytes = 0;
+    for r in records {
+        let size = r.approx_size();
+        match out.last_mut() {
+            Some(b) if b.len() < max_count.max(1) && bytes + size <= max_bytes => {
+                bytes += size;
+                b.push(r);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![r]);
+            }
+        }
+    }
+    out
+}
+
 /// The keys of one tree leaf, as digests with versions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeafDigest {
@@ -259,4 +287,26 @@ pub struct NodeStatus {
     pub last_repair: Option<(u64, RepairReport)>,
     /// Keys repaired by anti-entropy since start (pulled + pushed).
     pub keys_repaired: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Version;
+
+    fn rec(value_len: usize) -> KeyRecord {
+        KeyRecord {
+            key: b"k".to_vec(),
+            record: Record::value(Version::default(), vec![0; value_len]),
+        }
+    }
+
+    #[test]
+    fn batches_respect_count_and_bytes_and_keep_big_records_alone() {
+        let b = batches((0..10).map(|_| rec(10)).collect(), 4, 1 << 20);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4, 2]);
+        let b = batches(vec![rec(100), rec(100), rec(5000), rec(100)], 100, 300);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 1, 1]);
+        assert!(batches(vec![], 10, 10).is_empty());
+    }
 }
