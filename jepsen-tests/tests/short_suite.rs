@@ -1,0 +1,132 @@
+//! The CI suite: set workload on a real 5-node cluster (one network namespace per node) under
+//! partition-one, kill and pause at QUORUM, and partition-halves at ALL. Every acknowledged
+//! write must survive and every replica must converge after the heal and a repair round.
+//!
+//! Needs root (CAP_NET_ADMIN) and nftables, which CI has (scripts/setup.sh). Without them the
+//! test fails, saying why; set RINGKV_JEPSEN_SKIP=1 to skip it on a workstation.
+
+use jepsen_tests::nemesis::NemesisKind;
+use jepsen_tests::{netns, report, scenario, suite, RunOptions};
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn skip_requested() -> bool {
+    std::env::var("RINGKV_JEPSEN_SKIP").is_ok_and(|v| v == "1")
+}
+
+/// A fresh directory for this test's runs; the previous test's runs are removed, so the latest
+/// ones stay for inspection without piling up.
+fn out_root() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jepsen-runs");
+    let _ = std::fs::remove_dir_all(&root);
+    root
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_suite_loses_no_acknowledged_write_and_converges() {
+    if skip_requested() {
+        eprintln!("RINGKV_JEPSEN_SKIP=1: skipping the jepsen short suite");
+        return;
+    }
+    if let Err(e) = netns::check_capability() {
+        panic!(
+            "the jepsen short suite needs root and nftables: {e}. \
+             Run scripts/setup.sh as root, or set RINGKV_JEPSEN_SKIP=1 to skip it locally."
+        );
+    }
+    let opts = RunOptions {
+        out_root: out_root(),
+        node_bin: None,
+        keep_data: false,
+    };
+    let scenarios = suite::short();
+    let nemeses: Vec<NemesisKind> = scenarios.iter().map(|s| s.nemesis).collect();
+    assert!(nemeses.contains(&NemesisKind::PartitionOne));
+    assert!(nemeses.contains(&NemesisKind::Kill));
+    assert!(nemeses.contains(&NemesisKind::Pause));
+    let started = Instant::now();
+    let rows = suite::run(scenarios, &opts, |row| match &row.result {
+        Ok(r) => eprint!("{}", report::summary(r)),
+        Err(e) => eprintln!("== {}: setup error: {e}", row.scenario.name),
+    })
+    .await;
+    eprintln!(
+        "{}\nshort suite: {:.0} s",
+        suite::markdown(&rows),
+        started.elapsed().as_secs_f64()
+    );
+    for row in &rows {
+        let r = match &row.result {
+            Ok(r) => r,
+            Err(e) => panic!("{}: setup failed: {e}", row.scenario.name),
+        };
+        assert_eq!(r.network, "namespaces", "{}", row.scenario.name);
+        let set = r.checks.set.as_ref().expect("set result");
+        assert_eq!(
+            set.lost, 0,
+            "{}: lost acknowledged writes {:?}",
+            row.scenario.name, set.lost_keys
+        );
+        assert!(
+            set.acknowledged > 0,
+            "{}: nothing was acknowledged, the run proves nothing",
+            row.scenario.name
+        );
+        assert!(
+            r.passed,
+            "{} failed:\n{}",
+            row.scenario.name,
+            report::summary(r)
+        );
+        assert!(
+            !r.nemesis.is_empty() || row.scenario.nemesis == NemesisKind::None,
+            "{}: the nemesis never acted",
+            row.scenario.name
+        );
+        for file in ["history.jsonl", "results.json", "index.html"] {
+            assert!(
+                r.run_dir.join(file).is_file(),
+                "{} has no {file}",
+                r.run_dir.display()
+            );
+        }
+    }
+    // Every namespace and link this process made is gone.
+    let leftovers = our_names();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+/// Namespaces and links named by this process (`rkj<pid><letter>...`).
+fn our_names() -> Vec<String> {
+    let tag = format!("{}{}", netns::NAME_PREFIX, std::process::id());
+    let mut names = Vec::new();
+    for args in [&["netns", "list"][..], &["-o", "link", "show"][..]] {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        for word in text.split(|c: char| c.is_whitespace() || c == ':' || c == '@') {
+            let ours = word
+                .strip_prefix(&tag)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase()));
+            if ours {
+                names.push(word.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn a_partition_nemesis_on_loopback_is_a_usage_error() {
+    let mut s = scenario::Scenario::new(
+        jepsen_tests::workload::WorkloadKind::Set,
+        proto::Consistency::Quorum,
+        NemesisKind::PartitionHalves,
+    );
+    s.net = scenario::NetMode::Loopback;
+    let err = s.validate().expect_err("needs namespaces");
+    assert_eq!(err.exit_code(), jepsen_tests::error::EXIT_USAGE);
+    assert!(err.to_string().contains("namespaces"), "{err}");
+}
