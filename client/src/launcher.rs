@@ -209,6 +209,11 @@ impl LocalCluster {
     /// is alive (not a zombie) and was started with this node's config file.
     pub fn pid(&self, id: NodeId) -> Option<i32> {
         self.reap(id);
+        // A child this launcher spawned and has not reaped cannot have its pid reused; trust it
+        // even before it has exec'd (its command line is still ours for a moment after fork).
+        if let Some(child) = lock(&self.children).get(&id) {
+            return i32::try_from(child.id()).ok();
+        }
         let pid = read_pid(&self.dir.node_pid(id))?;
         (is_alive(pid) && runs_config(pid, &self.dir.node_config(id))).then_some(pid)
     }
