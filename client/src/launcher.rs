@@ -621,8 +621,8 @@ fn send(pid: i32, signal: StopSignal) -> Result<(), ClusterError> {
     }
 }
 
-/// The last `lines` lines of a file, reading at most its last 64 KiB.
-fn tail(path: &Path, lines: usize) -> std::io::Result<String> {
+/// The last `lines` lines of a file (a node's log), reading at most its last 64 KiB.
+pub fn tail(path: &Path, lines: usize) -> std::io::Result<String> {
     const MAX_TAIL_BYTES: u64 = 64 * 1024;
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();

@@ -16,7 +16,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use ring::NodeId;
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -459,7 +459,7 @@ impl Cluster {
 
     /// The last lines of node `id`'s log.
     pub fn log_tail(&self, id: NodeId) -> String {
-        tail(&self.dir.node_log(id), LOG_TAIL_LINES).unwrap_or_default()
+        client::launcher::tail(&self.dir.node_log(id), LOG_TAIL_LINES).unwrap_or_default()
     }
 
     fn node_error(&self, id: NodeId, reason: &str) -> HarnessError {
@@ -536,19 +536,6 @@ fn signal(pid: i32, sig: Signal) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The last `lines` lines of a file, reading at most its last 64 KiB.
-fn tail(path: &Path, lines: usize) -> std::io::Result<String> {
-    const MAX_TAIL_BYTES: u64 = 64 * 1024;
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(MAX_TAIL_BYTES)))?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let all: Vec<&str> = text.lines().collect();
-    Ok(all[all.len().saturating_sub(lines)..].join("\n"))
 }
 
 #[cfg(test)]
