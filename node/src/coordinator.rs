@@ -128,17 +128,27 @@ impl Node {
         let key = Arc::new(key);
         // Replicas known down get a hint now; the others are sent the write, and get a hint if
         // they fail or do not answer in time.
-        let mut hinted = 0usize;
-        for &replica in self
+        // Hints for replicas known down are written off the request path, in one task; only ANY
+        // with no live replica waits for them, since a hint is then the write's only copy.
+        let down: Vec<NodeId> = self
             .ring
             .replicas_for_key(&key)
             .iter()
+            .copied()
             .filter(|r| !alive.contains(r))
-        {
-            if self.store_hint(replica, key.to_vec(), record.clone()).await {
-                hinted += 1;
-            }
-        }
+            .collect();
+        let hinting = (!down.is_empty()).then(|| {
+            let (node, key, record) = (self.clone(), key.clone(), record.clone());
+            tokio::spawn(async move {
+                let mut hinted = 0usize;
+                for replica in down {
+                    if node.store_hint(replica, key.to_vec(), record.clone()).await {
+                        hinted += 1;
+                    }
+                }
+                hinted
+            })
+        });
         let (tx, mut rx) = mpsc::channel::<(NodeId, WriteAck)>(alive.len().max(1));
         for &replica in &alive {
             let (node, key, record, tx) = (self.clone(), key.clone(), record.clone(), tx.clone());
@@ -157,8 +167,14 @@ impl Node {
             });
         }
         drop(tx);
-        if level == Consistency::Any && alive.is_empty() && hinted > 0 {
-            return Response::Written { version, acks: 0 };
+        if level == Consistency::Any && alive.is_empty() {
+            let hinted = match hinting {
+                Some(task) => task.await.unwrap_or(0),
+                None => 0,
+            };
+            if hinted > 0 {
+                return Response::Written { version, acks: 0 };
+            }
         }
         let mut acked = Vec::with_capacity(alive.len());
         let mut failures = Vec::new();

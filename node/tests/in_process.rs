@@ -376,13 +376,21 @@ async fn hints_replay_to_a_returning_replica_and_read_repair_fixes_stale_ones() 
             .await;
         assert!(matches!(w, Response::Written { .. }), "{w:?}");
     }
-    let pending: u64 = status(&c, 0)
-        .await
-        .hints_pending
-        .iter()
-        .chain(status(&c, 1).await.hints_pending.iter())
-        .map(|(_, n)| n)
-        .sum();
+    // Hints for a replica known down are stored just after the write is answered.
+    let mut pending = 0;
+    for _ in 0..100 {
+        pending = status(&c, 0)
+            .await
+            .hints_pending
+            .iter()
+            .chain(status(&c, 1).await.hints_pending.iter())
+            .map(|(_, n)| n)
+            .sum::<u64>();
+        if pending >= 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(pending, 200, "one hint per write for the down replica");
     c.restart(2).await;
     let mut replayed = false;
