@@ -261,6 +261,10 @@ async fn write_loop(
 ) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(first) = rx.recv().await {
+        // Let the tasks that are ready right now (other requests being answered, other replies
+        // being decoded) run first, so their frames join this write: no timer, one trip through
+        // the run queue.
+        tokio::task::yield_now().await;
         buf.clear();
         buf.extend_from_slice(&first);
         while buf.len() < COALESCE_BYTES {
