@@ -1,24 +1,83 @@
-//! `ringkv bench`: a closed-loop benchmark. `concurrency` tasks share one [`Client`]; each runs
-//! one operation at a time on uniformly random keys until the operation count or the duration
-//! runs out. Latencies of completed operations go into HDR histograms (µs); errors are counted
-//! by kind, not timed.
+//! `ringkv bench`: a load generator. `concurrency` tasks share one store client and run until
+//! the operation count or the duration runs out, either closed-loop (each task starts its next
+//! operation when the last one ends) or open-loop at a target rate (`--rate`: operation `i` is
+//! due at `start + i / rate`, and its latency is measured from that due time, so a stall counts
+//! against every operation it delays: latencies corrected for coordinated omission, as wrk2
+//! does). Keys are drawn uniformly or zipfian ([`keys`]). Latencies go into HDR histograms (µs);
+//! errors are counted by kind, not timed. For a local cluster the CPU the node processes used
+//! per operation is read from `/proc` ([`cpu`]).
+//!
+//! The runner is generic over [`Store`], so the same workload drives other systems too (the
+//! `ringkv-compare` tool runs it against etcd and Redis).
+
+pub mod cpu;
+pub mod keys;
 
 use crate::cli::BenchArgs;
 use crate::client::Client;
+use crate::cluster_dir::ClusterDir;
 use crate::data_commands::{check_read_level, connect};
 use crate::error::ClientError;
 use crate::output::Output;
 use hdrhistogram::Histogram;
+use keys::{Distribution, KeyChooser};
 use proto::limits::MAX_VALUE_BYTES;
 use proto::Consistency;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How one operation ended, when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written, or read and found.
+    Done,
+    /// Read and not found (timed, not an error).
+    NotFound,
+}
+
+/// One operation's result: an error is named by its kind (for example `"Timeout"`).
+pub type OpResult = Result<Outcome, &'static str>;
+
+/// A key-value store the benchmark can drive.
+pub trait Store: Send + Sync + 'static {
+    /// Writes `value` under `key`.
+    fn put(&self, key: &[u8], value: &[u8]) -> impl Future<Output = OpResult> + Send;
+    /// Reads `key`.
+    fn get(&self, key: &[u8]) -> impl Future<Output = OpResult> + Send;
+}
+
+/// ringkv through its client library, at one consistency level.
+pub struct RingkvStore {
+    /// The shared client.
+    pub client: Arc<Client>,
+    /// Level of every operation.
+    pub consistency: Consistency,
+}
+
+fn ringkv_result<T>(r: Result<T, ClientError>) -> OpResult {
+    match r {
+        Ok(_) => Ok(Outcome::Done),
+        Err(ClientError::NotFound) => Ok(Outcome::NotFound),
+        Err(e) => Err(e.kind()),
+    }
+}
+
+impl Store for RingkvStore {
+    async fn put(&self, key: &[u8], value: &[u8]) -> OpResult {
+        ringkv_result(self.client.put(key, value, self.consistency).await)
+    }
+
+    async fn get(&self, key: &[u8]) -> OpResult {
+        ringkv_result(self.client.get(key, self.consistency).await)
+    }
+}
 
 /// Which operations a benchmark runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -27,7 +86,7 @@ pub enum Workload {
     Write,
     /// Gets only, of keys written by a preload first.
     Read,
-    /// Half gets, half puts, after a preload.
+    /// Gets and puts (`--read-ratio` of them gets), after a preload.
     Mixed,
 }
 
@@ -41,7 +100,8 @@ impl Workload {
         }
     }
 
-    fn reads(self) -> bool {
+    /// Whether it reads (and so needs a preload and a level reads accept).
+    pub fn reads(self) -> bool {
         self != Workload::Write
     }
 
@@ -57,38 +117,74 @@ pub struct BenchOptions {
     pub ops: u64,
     /// ...or after this long, whichever comes first.
     pub duration: Duration,
-    /// Operations in flight at once.
+    /// Operations in flight at most (one task each).
     pub concurrency: usize,
     /// Bytes per written value.
     pub value_size: usize,
     /// Distinct keys (`bench-0000000000` ..).
     pub keys: u64,
-    /// Level of every measured operation.
+    /// How keys are drawn.
+    pub distribution: Distribution,
+    /// Level of every measured operation (ringkv only).
     pub consistency: Consistency,
     /// Which operations.
     pub workload: Workload,
+    /// Share of operations that are gets in the mixed workload, 0 to 1.
+    pub read_ratio: f64,
+    /// Open loop: operations started per second in total; `None` runs closed-loop.
+    pub rate: Option<f64>,
 }
+
+/// Most operations per second an open-loop run may ask for.
+pub const MAX_RATE: f64 = 10_000_000.0;
+/// Most tasks a benchmark may run.
+pub const MAX_CONCURRENCY: usize = 100_000;
 
 impl BenchOptions {
     /// Refuses options that cannot run, before connecting.
     pub fn validate(&self) -> Result<(), ClientError> {
-        let bad = |m: &str| Err(ClientError::InvalidRequest(m.to_string()));
+        let bad = |m: String| Err(ClientError::InvalidRequest(m));
         if self.concurrency == 0 || self.keys == 0 || self.ops == 0 {
-            return bad("--concurrency, --keys and --ops must be at least 1");
+            return bad("--concurrency, --keys and --ops must be at least 1".into());
+        }
+        if self.concurrency > MAX_CONCURRENCY {
+            return bad(format!("--concurrency is at most {MAX_CONCURRENCY}"));
         }
         if self.duration.is_zero() {
-            return bad("--duration must be positive");
+            return bad("--duration must be positive".into());
         }
         if self.value_size > MAX_VALUE_BYTES {
-            return Err(ClientError::InvalidRequest(format!(
+            return bad(format!(
                 "--value-size {} exceeds the {MAX_VALUE_BYTES}-byte value limit",
                 self.value_size
-            )));
+            ));
         }
+        if !(0.0..=1.0).contains(&self.read_ratio) {
+            return bad(format!(
+                "--read-ratio must be between 0 and 1, not {}",
+                self.read_ratio
+            ));
+        }
+        if let Some(r) = self.rate {
+            if !(r > 0.0 && r <= MAX_RATE) {
+                return bad(format!(
+                    "--rate must be above 0 and at most {MAX_RATE}, not {r}"
+                ));
+            }
+        }
+        KeyChooser::new(self.keys, self.distribution).map_err(ClientError::InvalidRequest)?;
         if self.workload.reads() {
             check_read_level(self.consistency)?;
         }
         Ok(())
+    }
+
+    fn read_share(&self) -> f64 {
+        match self.workload {
+            Workload::Read => 1.0,
+            Workload::Write => 0.0,
+            Workload::Mixed => self.read_ratio,
+        }
     }
 }
 
@@ -101,7 +197,7 @@ pub struct OpStats {
     pub ok: u64,
     /// Reads that found no value (timed, not errors).
     pub not_found: u64,
-    /// Failed operations by error kind ([`ClientError::kind`]).
+    /// Failed operations by error kind.
     pub errors: BTreeMap<&'static str, u64>,
 }
 
@@ -121,15 +217,16 @@ impl OpStats {
         }
     }
 
-    fn record(&mut self, started: Instant, outcome: Result<(), ClientError>) {
-        let us = u64::try_from(started.elapsed().as_micros())
+    /// Records one operation that was due at `due` (its start, closed-loop) and ended now.
+    fn record(&mut self, due: Instant, outcome: OpResult) {
+        let us = u64::try_from(due.elapsed().as_micros())
             .unwrap_or(u64::MAX)
             .clamp(1, MAX_LATENCY_US);
         match outcome {
-            Ok(()) => self.ok += 1,
-            Err(ClientError::NotFound) => self.not_found += 1,
-            Err(e) => {
-                *self.errors.entry(e.kind()).or_default() += 1;
+            Ok(Outcome::Done) => self.ok += 1,
+            Ok(Outcome::NotFound) => self.not_found += 1,
+            Err(kind) => {
+                *self.errors.entry(kind).or_default() += 1;
                 return;
             }
         }
@@ -149,6 +246,11 @@ impl OpStats {
     /// Operations that ended, errors included.
     pub fn total(&self) -> u64 {
         self.ok + self.not_found + self.errors.values().sum::<u64>()
+    }
+
+    /// Latency at quantile `q`, in µs.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        self.latency_us.value_at_quantile(q)
     }
 
     fn to_json(&self, elapsed: Duration) -> Value {
@@ -181,6 +283,17 @@ pub struct PreloadReport {
     pub errors: u64,
 }
 
+/// CPU used during the measured phase.
+#[derive(Clone, Debug)]
+pub struct CpuUse {
+    /// Seconds of CPU used by the server processes (summed).
+    pub server_secs: f64,
+    /// How many server processes were measured.
+    pub servers: usize,
+    /// Seconds of CPU used by this (load-generating) process.
+    pub client_secs: f64,
+}
+
 /// A finished benchmark.
 #[derive(Clone, Debug)]
 pub struct BenchReport {
@@ -194,12 +307,25 @@ pub struct BenchReport {
     pub read: OpStats,
     /// Puts.
     pub write: OpStats,
+    /// CPU of the server processes and of this one, when they could be measured.
+    pub cpu: Option<CpuUse>,
 }
 
 impl BenchReport {
     /// Operations that ended, of every type.
     pub fn total(&self) -> u64 {
         self.read.total() + self.write.total()
+    }
+
+    /// Server CPU per completed operation, in µs.
+    pub fn server_cpu_us_per_op(&self) -> Option<f64> {
+        let c = self.cpu.as_ref()?;
+        (self.total() > 0).then(|| c.server_secs * 1e6 / self.total() as f64)
+    }
+
+    fn client_cpu_us_per_op(&self) -> Option<f64> {
+        let c = self.cpu.as_ref()?;
+        (self.total() > 0).then(|| c.client_secs * 1e6 / self.total() as f64)
     }
 
     /// The report as one JSON object.
@@ -216,16 +342,27 @@ impl BenchReport {
             "ok": true,
             "op": "bench",
             "workload": o.workload.name(),
+            "read_ratio": o.read_share(),
             "consistency": o.consistency.name(),
             "concurrency": o.concurrency,
             "value_size": o.value_size,
             "keys": o.keys,
+            "distribution": o.distribution.name(),
+            "mode": if o.rate.is_some() { "open" } else { "closed" },
+            "target_rate": o.rate,
             "preload": self.preload.as_ref().map(|p| json!({
                 "keys": p.keys, "elapsed_s": p.elapsed.as_secs_f64(), "errors": p.errors,
             })),
             "elapsed_s": self.elapsed.as_secs_f64(),
             "total_ops": self.total(),
             "ops_per_s": per_second(self.total(), self.elapsed),
+            "cpu": self.cpu.as_ref().map(|c| json!({
+                "server_processes": c.servers,
+                "server_secs": c.server_secs,
+                "server_us_per_op": self.server_cpu_us_per_op(),
+                "client_secs": c.client_secs,
+                "client_us_per_op": self.client_cpu_us_per_op(),
+            })),
             "ops": ops,
         })
     }
@@ -233,13 +370,25 @@ impl BenchReport {
     /// The report as a text table.
     pub fn render(&self) -> String {
         let o = &self.options;
+        let mix = match o.workload {
+            Workload::Mixed => format!(" ({:.0}% reads)", o.read_share() * 100.0),
+            _ => String::new(),
+        };
+        let mode = match o.rate {
+            Some(r) => {
+                format!("open loop at {r:.0} ops/s (latency from each operation's due time)")
+            }
+            None => "closed loop".into(),
+        };
         let mut s = format!(
-            "{} workload, {}, {} tasks, {}-byte values, {} keys\n",
+            "{} workload{mix}, {}, {} tasks, {}, {}-byte values, {} keys {}\n",
             o.workload.name(),
             o.consistency,
             o.concurrency,
+            mode,
             o.value_size,
-            o.keys
+            o.keys,
+            o.distribution.name(),
         );
         if let Some(p) = &self.preload {
             s += &format!(
@@ -255,6 +404,16 @@ impl BenchReport {
             self.elapsed.as_secs_f64(),
             per_second(self.total(), self.elapsed)
         );
+        if let (Some(c), Some(server), Some(client)) = (
+            &self.cpu,
+            self.server_cpu_us_per_op(),
+            self.client_cpu_us_per_op(),
+        ) {
+            s += &format!(
+                "cpu per op: {server:.1} µs in {} node processes, {client:.1} µs in this client\n",
+                c.servers
+            );
+        }
         s += &format!(
             "{:<6} {:>9} {:>10} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7}\n",
             "op",
@@ -310,29 +469,22 @@ pub fn key_name(i: u64) -> Vec<u8> {
     format!("bench-{i:010}").into_bytes()
 }
 
-/// Writes every key once at QUORUM (so reads at any level a live cluster can serve find them),
-/// with `concurrency` tasks.
-pub async fn preload(client: &Arc<Client>, options: &BenchOptions) -> PreloadReport {
+/// Writes every key once, with `concurrency` tasks, so that reads find them.
+pub async fn preload<S: Store>(store: &Arc<S>, options: &BenchOptions) -> PreloadReport {
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..options.concurrency)
         .map(|_| {
-            let (client, next, opts) = (client.clone(), next.clone(), options.clone());
+            let (store, next, opts) = (store.clone(), next.clone(), options.clone());
             tokio::spawn(async move {
-                let mut rng = StdRng::from_entropy();
-                let mut value = vec![0u8; opts.value_size];
-                rng.fill(&mut value[..]);
+                let value = random_value(opts.value_size);
                 let mut errors = 0u64;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= opts.keys {
                         break errors;
                     }
-                    if client
-                        .put(&key_name(i), &value, Consistency::Quorum)
-                        .await
-                        .is_err()
-                    {
+                    if store.put(&key_name(i), &value).await.is_err() {
                         errors += 1;
                     }
                 }
@@ -350,17 +502,35 @@ pub async fn preload(client: &Arc<Client>, options: &BenchOptions) -> PreloadRep
     }
 }
 
-/// Runs the measured phase (without preload).
-pub async fn run(client: Arc<Client>, options: &BenchOptions) -> BenchReport {
+fn random_value(size: usize) -> Vec<u8> {
+    let mut value = vec![0u8; size];
+    StdRng::from_entropy().fill(&mut value[..]);
+    value
+}
+
+/// Runs the measured phase (without preload). `done` counts finished operations as they end
+/// (for a progress display).
+pub async fn run<S: Store>(
+    store: Arc<S>,
+    options: &BenchOptions,
+    done: Arc<AtomicU64>,
+) -> BenchReport {
+    let chooser = Arc::new(
+        KeyChooser::new(options.keys, options.distribution)
+            .unwrap_or(KeyChooser::Uniform(options.keys.max(1))),
+    );
     let started = Instant::now();
     let deadline = started + options.duration;
     let claimed = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..options.concurrency)
         .map(|_| {
             tokio::spawn(worker(
-                client.clone(),
+                store.clone(),
                 options.clone(),
+                chooser.clone(),
                 claimed.clone(),
+                done.clone(),
+                started,
                 deadline,
             ))
         })
@@ -377,49 +547,137 @@ pub async fn run(client: Arc<Client>, options: &BenchOptions) -> BenchReport {
         elapsed: started.elapsed(),
         read,
         write,
+        cpu: None,
     }
 }
 
-async fn worker(
-    client: Arc<Client>,
+async fn worker<S: Store>(
+    store: Arc<S>,
     opts: BenchOptions,
+    chooser: Arc<KeyChooser>,
     claimed: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+    started: Instant,
     deadline: Instant,
 ) -> (OpStats, OpStats) {
     let mut rng = StdRng::from_entropy();
-    let mut value = vec![0u8; opts.value_size];
-    rng.fill(&mut value[..]);
+    let value = random_value(opts.value_size);
+    let read_share = opts.read_share();
     let (mut read, mut write) = (OpStats::new(), OpStats::new());
-    while Instant::now() < deadline && claimed.fetch_add(1, Ordering::Relaxed) < opts.ops {
-        let key = key_name(rng.gen_range(0..opts.keys));
-        let is_read = match opts.workload {
-            Workload::Read => true,
-            Workload::Write => false,
-            Workload::Mixed => rng.gen_bool(0.5),
-        };
-        let started = Instant::now();
-        if is_read {
-            let outcome = client.get(&key, opts.consistency).await.map(|_| ());
-            read.record(started, outcome);
-        } else {
-            let outcome = client.put(&key, &value, opts.consistency).await.map(|_| ());
-            write.record(started, outcome);
+    loop {
+        let i = claimed.fetch_add(1, Ordering::Relaxed);
+        if i >= opts.ops {
+            break;
         }
+        // When the operation is due: now (closed loop) or on the open-loop schedule, however
+        // late this task is to start it.
+        let due = match opts.rate {
+            None => Instant::now(),
+            Some(rate) => started + Duration::from_secs_f64(i as f64 / rate),
+        };
+        if due >= deadline || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let key = key_name(chooser.next(&mut rng));
+        if read_share > 0.0 && (read_share >= 1.0 || rng.gen_bool(read_share)) {
+            let outcome = store.get(&key).await;
+            read.record(due, outcome);
+        } else {
+            let outcome = store.put(&key, &value).await;
+            write.record(due, outcome);
+        }
+        done.fetch_add(1, Ordering::Relaxed);
     }
     (read, write)
+}
+
+/// The pids of a local cluster's running nodes, from their pid files.
+fn local_node_pids(dir: Option<&Path>) -> Vec<i32> {
+    let Ok(cd) = ClusterDir::resolve(dir) else {
+        return Vec::new();
+    };
+    let Ok(file) = cd.load() else {
+        return Vec::new();
+    };
+    file.nodes
+        .iter()
+        .filter_map(|n| std::fs::read_to_string(cd.node_pid(n.id)).ok())
+        .filter_map(|s| s.trim().parse::<i32>().ok())
+        .filter(|&pid| cpu::process_cpu_secs(pid).is_some())
+        .collect()
+}
+
+/// Runs `f` while showing a progress bar over `options`' duration and operation count on
+/// standard error (hidden when it is not a terminal), and measures the CPU `pids` and this
+/// process use during it.
+pub async fn measured<S: Store>(
+    store: Arc<S>,
+    options: &BenchOptions,
+    pids: &[i32],
+    show_progress: bool,
+) -> BenchReport {
+    let done = Arc::new(AtomicU64::new(0));
+    let bar = if show_progress {
+        indicatif::ProgressBar::new(1000)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:40}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let ticker = {
+        let (bar, done, opts) = (bar.clone(), done.clone(), options.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let n = done.load(Ordering::Relaxed);
+                let t = started.elapsed();
+                let by_time = t.as_secs_f64() / opts.duration.as_secs_f64();
+                let by_ops = n as f64 / opts.ops as f64;
+                bar.set_position((by_time.max(by_ops).min(1.0) * 1000.0) as u64);
+                bar.set_message(format!("{n} ops, {:.0} ops/s", per_second(n, t)));
+            }
+        })
+    };
+    let cpu_before = (cpu::total_cpu_secs(pids), cpu::own_cpu_secs());
+    let mut report = run(store, options, done).await;
+    let cpu_after = (cpu::total_cpu_secs(pids), cpu::own_cpu_secs());
+    ticker.abort();
+    bar.finish_and_clear();
+    if let ((Some(s0), Some(c0)), (Some(s1), Some(c1))) = (cpu_before, cpu_after) {
+        if !pids.is_empty() {
+            report.cpu = Some(CpuUse {
+                server_secs: s1 - s0,
+                servers: pids.len(),
+                client_secs: c1 - c0,
+            });
+        }
+    }
+    report
 }
 
 /// `ringkv bench`: validates, connects, preloads when reads are involved, runs, prints. Exits 0
 /// when at least one operation succeeded, 1 when none did.
 pub async fn run_cli(dir: Option<&Path>, out: Output, args: BenchArgs) -> i32 {
+    let distribution = match args.zipfian {
+        Some(theta) => Distribution::Zipfian { theta },
+        None => Distribution::Uniform,
+    };
     let options = BenchOptions {
         ops: args.ops,
         duration: Duration::try_from_secs_f64(args.duration).unwrap_or(Duration::ZERO),
         concurrency: args.concurrency,
         value_size: args.value_size,
         keys: args.keys,
+        distribution,
         consistency: args.connect.consistency,
         workload: args.workload,
+        read_ratio: args.read_ratio,
+        rate: args.rate,
     };
     let client = match options.validate() {
         Ok(()) => connect(dir, &args.connect).await,
@@ -433,11 +691,26 @@ pub async fn run_cli(dir: Option<&Path>, out: Output, args: BenchArgs) -> i32 {
         if !out.json {
             eprintln!("preloading {} keys at QUORUM...", options.keys);
         }
-        Some(preload(&client, &options).await)
+        let quorum = Arc::new(RingkvStore {
+            client: client.clone(),
+            consistency: Consistency::Quorum,
+        });
+        Some(preload(&quorum, &options).await)
     } else {
         None
     };
-    let mut report = run(client, &options).await;
+    // Only a cluster started from a cluster directory has pid files; with --node the nodes
+    // may be anywhere, so no CPU figure is given.
+    let pids = if args.connect.nodes.is_empty() {
+        local_node_pids(dir)
+    } else {
+        Vec::new()
+    };
+    let store = Arc::new(RingkvStore {
+        client,
+        consistency: options.consistency,
+    });
+    let mut report = measured(store, &options, &pids, !out.json).await;
     report.preload = preloaded;
     if out.json {
         out.print_json(&report.to_json());
@@ -454,6 +727,7 @@ pub async fn run_cli(dir: Option<&Path>, out: Output, args: BenchArgs) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     fn options(workload: Workload, consistency: Consistency) -> BenchOptions {
         BenchOptions {
@@ -462,8 +736,11 @@ mod tests {
             concurrency: 2,
             value_size: 100,
             keys: 10,
+            distribution: Distribution::Uniform,
             consistency,
             workload,
+            read_ratio: 0.5,
+            rate: None,
         }
     }
 
@@ -471,10 +748,10 @@ mod tests {
     fn stats_time_successes_and_count_errors_by_kind() {
         let mut s = OpStats::new();
         let t = Instant::now();
-        s.record(t, Ok(()));
-        s.record(t, Err(ClientError::NotFound));
-        s.record(t, Err(ClientError::Overloaded("busy".into())));
-        s.record(t, Err(ClientError::Overloaded("busy".into())));
+        s.record(t, Ok(Outcome::Done));
+        s.record(t, Ok(Outcome::NotFound));
+        s.record(t, Err("Overloaded"));
+        s.record(t, Err("Overloaded"));
         assert_eq!((s.ok, s.not_found, s.total()), (1, 1, 4));
         assert_eq!(s.latency_us.len(), 2, "errors are not timed");
         assert_eq!(s.errors.get("Overloaded"), Some(&2));
@@ -502,16 +779,31 @@ mod tests {
         assert!(options(Workload::Mixed, Consistency::Any)
             .validate()
             .is_err());
-        let big = BenchOptions {
-            value_size: MAX_VALUE_BYTES + 1,
-            ..options(Workload::Write, Consistency::One)
-        };
-        assert!(big.validate().is_err());
-        let idle = BenchOptions {
-            concurrency: 0,
-            ..options(Workload::Write, Consistency::One)
-        };
-        assert!(idle.validate().is_err());
+        let one = || options(Workload::Write, Consistency::One);
+        for bad in [
+            BenchOptions {
+                value_size: MAX_VALUE_BYTES + 1,
+                ..one()
+            },
+            BenchOptions {
+                concurrency: 0,
+                ..one()
+            },
+            BenchOptions {
+                read_ratio: 1.5,
+                ..one()
+            },
+            BenchOptions {
+                rate: Some(0.0),
+                ..one()
+            },
+            BenchOptions {
+                distribution: Distribution::Zipfian { theta: 1.2 },
+                ..one()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -522,6 +814,7 @@ mod tests {
             elapsed: Duration::from_secs(2),
             read: OpStats::new(),
             write: OpStats::new(),
+            cpu: None,
         };
         let v = report.to_json();
         assert!(
@@ -530,5 +823,99 @@ mod tests {
         );
         let text = report.render();
         assert!(text.contains("write") && !text.contains("\nread"), "{text}");
+    }
+
+    /// A store that takes a fixed time per operation and records what it was asked.
+    struct SlowStore {
+        delay: Duration,
+        seen: Mutex<Vec<(bool, Vec<u8>)>>,
+    }
+
+    impl Store for SlowStore {
+        async fn put(&self, key: &[u8], _value: &[u8]) -> OpResult {
+            self.seen.lock().unwrap().push((false, key.to_vec()));
+            tokio::time::sleep(self.delay).await;
+            Ok(Outcome::Done)
+        }
+        async fn get(&self, key: &[u8]) -> OpResult {
+            self.seen.lock().unwrap().push((true, key.to_vec()));
+            tokio::time::sleep(self.delay).await;
+            Ok(Outcome::NotFound)
+        }
+    }
+
+    fn slow(delay_ms: u64) -> Arc<SlowStore> {
+        Arc::new(SlowStore {
+            delay: Duration::from_millis(delay_ms),
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    #[tokio::test]
+    async fn mixed_runs_follow_the_read_ratio_and_the_operation_count() {
+        let store = slow(0);
+        let opts = BenchOptions {
+            ops: 4000,
+            duration: Duration::from_secs(30),
+            concurrency: 8,
+            read_ratio: 0.9,
+            ..options(Workload::Mixed, Consistency::One)
+        };
+        let report = run(store.clone(), &opts, Arc::default()).await;
+        assert_eq!(report.total(), 4000);
+        let reads = store.seen.lock().unwrap().iter().filter(|s| s.0).count();
+        assert!((3400..3800).contains(&reads), "{reads} reads of 4000");
+        assert_eq!(report.read.not_found as usize, reads);
+    }
+
+    #[tokio::test]
+    async fn open_loop_latency_counts_the_wait_behind_a_slow_store() {
+        // One task, 100 ops/s scheduled, but each operation takes 50 ms: operations fall ever
+        // further behind their due times, and the latencies show it (closed loop would report
+        // a flat 50 ms).
+        let store = slow(50);
+        let opts = BenchOptions {
+            ops: 20,
+            duration: Duration::from_secs(60),
+            concurrency: 1,
+            rate: Some(100.0),
+            ..options(Workload::Write, Consistency::One)
+        };
+        let report = run(store.clone(), &opts, Arc::default()).await;
+        assert_eq!(report.write.ok, 20);
+        // The 20th op was due at 190 ms and ended at 1000 ms or later.
+        let max = report.write.latency_us.max();
+        assert!((800_000..=2_000_000).contains(&max), "max {max} µs");
+        let closed = run(
+            store,
+            &BenchOptions {
+                rate: None,
+                ..opts.clone()
+            },
+            Arc::default(),
+        )
+        .await;
+        assert!(closed.write.latency_us.value_at_quantile(0.5) < 150_000);
+    }
+
+    #[tokio::test]
+    async fn open_loop_keeps_to_its_rate_when_the_store_keeps_up() {
+        let store = slow(1);
+        let opts = BenchOptions {
+            ops: 1_000_000,
+            duration: Duration::from_secs(2),
+            concurrency: 4,
+            rate: Some(500.0),
+            ..options(Workload::Write, Consistency::One)
+        };
+        let report = run(store, &opts, Arc::default()).await;
+        // Ops are due every 2 ms until the 2 s deadline: about 1000 of them, not as many as
+        // four tasks could run closed-loop.
+        assert!(
+            (900..=1000).contains(&report.write.ok),
+            "{}",
+            report.write.ok
+        );
+        assert!(report.write.quantile_us(0.5) < 20_000);
     }
 }

@@ -216,12 +216,22 @@ pub struct BenchArgs {
     /// Bytes per written value.
     #[arg(long, value_name = "BYTES", default_value_t = 100)]
     pub value_size: usize,
-    /// Number of distinct keys, chosen uniformly at random.
+    /// Number of distinct keys.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub keys: u64,
-    /// What to run: writes, reads (of preloaded keys) or half of each.
+    /// Draw keys zipfian with this skew (0 < THETA < 1; YCSB uses 0.99) instead of uniformly.
+    #[arg(long, value_name = "THETA")]
+    pub zipfian: Option<f64>,
+    /// What to run: writes, reads (of preloaded keys) or a mix (see --read-ratio).
     #[arg(long, value_enum, default_value_t = Workload::Write)]
     pub workload: Workload,
+    /// Share of gets in the mixed workload, 0 to 1.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.5)]
+    pub read_ratio: f64,
+    /// Open loop: start this many operations per second in total, and time each from when it
+    /// was due (corrected for coordinated omission). Without it the run is closed-loop.
+    #[arg(long, value_name = "OPS_PER_SEC")]
+    pub rate: Option<f64>,
     /// Connection and consistency.
     #[command(flatten)]
     pub connect: ConnectArgs,
