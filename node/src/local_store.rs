@@ -4,6 +4,7 @@
 //! tokio's blocking pool.
 
 use proto::Record;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use storage::merkle::TreeSet;
 use storage::{Applied, Engine, StorageError, Write};
@@ -18,11 +19,25 @@ struct Job {
     done: oneshot::Sender<Result<Applied, String>>,
 }
 
+/// Counters of the writer thread and of write-ahead-log syncs (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Engine batches applied (one RocksDB WriteBatch each).
+    pub batches: AtomicU64,
+    /// Writes applied, over all batches.
+    pub writes: AtomicU64,
+    /// Times the write-ahead log was made durable: each batch in `sync` mode, each periodic
+    /// fsync in `periodic` mode.
+    pub wal_syncs: AtomicU64,
+}
+
 /// Handle to the engine and its writer thread.
 #[derive(Clone)]
 pub struct LocalStore {
     engine: Arc<dyn Engine>,
     tx: mpsc::Sender<Job>,
+    /// Counters.
+    pub stats: Arc<StoreStats>,
 }
 
 /// A local storage operation failed.
@@ -45,17 +60,21 @@ impl From<StorageError> for LocalStoreError {
 impl LocalStore {
     /// Starts the writer thread. The queue holds at most `queue` writes; writers wait beyond that.
     /// Every applied write updates `trees` with the version it replaced and the new one.
+    /// `synced` says whether the engine syncs its log on every batch (`sync` durability).
     pub fn start(
         engine: Arc<dyn Engine>,
         queue: usize,
         trees: Arc<Mutex<TreeSet>>,
+        synced: bool,
     ) -> std::io::Result<(LocalStore, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(queue);
         let e = engine.clone();
+        let stats = Arc::new(StoreStats::default());
+        let st = stats.clone();
         let handle = std::thread::Builder::new()
             .name("storage-writer".into())
-            .spawn(move || writer(e, rx, trees))?;
-        Ok((LocalStore { engine, tx }, handle))
+            .spawn(move || writer(e, rx, trees, st, synced))?;
+        Ok((LocalStore { engine, tx, stats }, handle))
     }
 
     /// The engine (for blocking callers).
@@ -89,7 +108,13 @@ impl LocalStore {
     }
 }
 
-fn writer(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<Job>, trees: Arc<Mutex<TreeSet>>) {
+fn writer(
+    engine: Arc<dyn Engine>,
+    mut rx: mpsc::Receiver<Job>,
+    trees: Arc<Mutex<TreeSet>>,
+    stats: Arc<StoreStats>,
+    synced: bool,
+) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut writes: Vec<Write> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -107,6 +132,13 @@ fn writer(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<Job>, trees: Arc<Mutex
         }
         match engine.apply(&writes) {
             Ok(applied) => {
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .writes
+                    .fetch_add(writes.len() as u64, Ordering::Relaxed);
+                if synced {
+                    stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                }
                 {
                     let mut trees = trees.lock().unwrap_or_else(|p| p.into_inner());
                     for (w, a) in writes.iter().zip(&applied) {

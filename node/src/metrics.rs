@@ -35,6 +35,25 @@ pub fn render(node: &Node) -> String {
         "Client requests coordinated by this node.",
         &one(st.coordinated),
     );
+    let stats = &node.store.stats;
+    metric(
+        "storage_batches_total",
+        "counter",
+        "Write batches applied to storage (one WriteBatch each).",
+        &one(stats.batches.load(Ordering::Relaxed)),
+    );
+    metric(
+        "storage_writes_total",
+        "counter",
+        "Writes applied to storage, over all batches.",
+        &one(stats.writes.load(Ordering::Relaxed)),
+    );
+    metric(
+        "wal_syncs_total",
+        "counter",
+        "Times the write-ahead log was synced: every batch in sync mode, every tick in periodic mode.",
+        &one(stats.wal_syncs.load(Ordering::Relaxed)),
+    );
     metric(
         "records",
         "gauge",

@@ -302,10 +302,12 @@ impl Node {
         loop {
             tick.tick().await;
             let engine = self.store.engine().clone();
-            if !matches!(
+            if matches!(
                 tokio::task::spawn_blocking(move || engine.flush()).await,
                 Ok(Ok(()))
             ) {
+                self.store.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+            } else {
                 warn!("periodic fsync of the write-ahead log failed");
             }
         }
@@ -397,7 +399,8 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
     .map_err(|e| StartError::Storage(e.to_string()))?
     .map_err(|e| StartError::Storage(e.to_string()))?;
     let trees = Arc::new(std::sync::Mutex::new(trees));
-    let (store, writer) = LocalStore::start(engine, cfg.limits.write_queue, trees.clone())?;
+    let synced = cfg.durability.mode == crate::config::DurabilityMode::Sync;
+    let (store, writer) = LocalStore::start(engine, cfg.limits.write_queue, trees.clone(), synced)?;
     let members: Vec<MemberInfo> = cfg
         .members
         .iter()
