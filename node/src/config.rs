@@ -183,9 +183,16 @@ pub struct Limits {
     pub max_client_requests: usize,
     /// Replica requests served at once; more get `Overloaded`. Default 16384.
     pub max_internal_requests: usize,
-    /// Writes queued for the storage writer thread. Default 8192.
+    /// Writes (and, separately, reads) queued for the storage threads. Default 8192.
     pub write_queue: usize,
+    /// Async runtime worker threads. 0 (the default) means one per CPU core; several nodes
+    /// sharing one machine (a local cluster) do better with fewer each, as thread hand-offs
+    /// then cost context switches. At most 64.
+    pub runtime_threads: usize,
 }
+
+/// Most runtime worker threads a node may ask for.
+pub const MAX_RUNTIME_THREADS: usize = 64;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -193,6 +200,7 @@ impl Default for Limits {
             max_client_requests: 4096,
             max_internal_requests: 16384,
             write_queue: 8192,
+            runtime_threads: 0,
         }
     }
 }
@@ -297,6 +305,15 @@ fn default_vnodes() -> u32 {
 }
 
 impl NodeConfig {
+    /// Runtime worker threads to start: `limits.runtime-threads`, or one per core when 0.
+    pub fn runtime_threads(&self) -> usize {
+        match self.limits.runtime_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(MAX_RUNTIME_THREADS)
+    }
+
     /// Reads, parses and validates a configuration file. Relative paths inside it are resolved
     /// against the file's directory.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -345,6 +362,11 @@ impl NodeConfig {
         let l = &self.limits;
         if l.max_client_requests == 0 || l.max_internal_requests == 0 || l.write_queue == 0 {
             return bad("limits must be > 0".into());
+        }
+        if l.runtime_threads > MAX_RUNTIME_THREADS {
+            return bad(format!(
+                "limits: runtime-threads is at most {MAX_RUNTIME_THREADS} (0 = one per core)"
+            ));
         }
         if t.max_clock_ahead_ms < 4_000 {
             return bad("timeouts: max-clock-ahead-ms must be at least 4000 (a restarted node's clock may run 2 s ahead)".into());
@@ -431,6 +453,20 @@ address = "127.0.0.1:7402"
             Some("127.0.0.1:7401".parse().expect("addr"))
         );
         assert_eq!(cfg.me().map(|m| m.datacenter.as_str()), Some("dc1"));
+    }
+
+    #[test]
+    fn runtime_threads_default_to_the_cores_and_are_bounded() {
+        let (_d, p) = write(GOOD);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            NodeConfig::load(&p).expect("valid").runtime_threads(),
+            cores
+        );
+        let (_d, p) = write(&format!("{GOOD}\n[limits]\nruntime-threads = 1\n"));
+        assert_eq!(NodeConfig::load(&p).expect("valid").runtime_threads(), 1);
+        let (_d, p) = write(&format!("{GOOD}\n[limits]\nruntime-threads = 65\n"));
+        assert!(matches!(NodeConfig::load(&p), Err(ConfigError::Invalid(_))));
     }
 
     #[test]

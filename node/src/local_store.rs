@@ -1,7 +1,9 @@
 //! The node's access to its storage engine, kept off the async runtime. Writes go to one
 //! dedicated writer thread that drains its queue and applies everything queued in one engine
-//! batch (one RocksDB WriteBatch), so a burst of replica writes costs one WAL append. Reads run on
-//! tokio's blocking pool.
+//! batch (one RocksDB WriteBatch), so a burst of replica writes costs one WAL append. Reads go
+//! to one reader thread the same way: it drains its queue and looks up every queued key in one
+//! [`Engine::get_many`] (a RocksDB MultiGet), so a burst of reads costs one thread wake-up, not
+//! one per read.
 
 use proto::Record;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +15,15 @@ use tracing::error;
 
 /// Most writes applied in one batch.
 const MAX_BATCH: usize = 1024;
+/// Most reads looked up in one batch.
+const MAX_READ_BATCH: usize = 256;
+
+type ReadReply = oneshot::Sender<Result<Option<Record>, String>>;
+
+struct ReadJob {
+    key: Vec<u8>,
+    done: ReadReply,
+}
 
 struct Job {
     write: Write,
@@ -36,6 +47,7 @@ pub struct StoreStats {
 pub struct LocalStore {
     engine: Arc<dyn Engine>,
     tx: mpsc::Sender<Job>,
+    reads: mpsc::Sender<ReadJob>,
     /// Counters.
     pub stats: Arc<StoreStats>,
 }
@@ -68,13 +80,27 @@ impl LocalStore {
         synced: bool,
     ) -> std::io::Result<(LocalStore, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(queue);
+        let (reads, read_rx) = mpsc::channel(queue);
         let e = engine.clone();
         let stats = Arc::new(StoreStats::default());
         let st = stats.clone();
         let handle = std::thread::Builder::new()
             .name("storage-writer".into())
             .spawn(move || writer(e, rx, trees, st, synced))?;
-        Ok((LocalStore { engine, tx, stats }, handle))
+        // The reader ends by itself when the last handle (and so the queue's sender) is gone.
+        let e = engine.clone();
+        std::thread::Builder::new()
+            .name("storage-reader".into())
+            .spawn(move || reader(e, read_rx))?;
+        Ok((
+            LocalStore {
+                engine,
+                tx,
+                reads,
+                stats,
+            },
+            handle,
+        ))
     }
 
     /// The engine (for blocking callers).
@@ -100,11 +126,46 @@ impl LocalStore {
 
     /// Reads the local record of a key, tombstones included.
     pub async fn get(&self, key: Vec<u8>) -> Result<Option<Record>, LocalStoreError> {
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.get(&key))
+        let (done, rx) = oneshot::channel();
+        self.reads
+            .send(ReadJob { key, done })
             .await
+            .map_err(|_| LocalStoreError::Stopped)?;
+        rx.await
             .map_err(|_| LocalStoreError::Stopped)?
-            .map_err(LocalStoreError::from)
+            .map_err(LocalStoreError::Storage)
+    }
+}
+
+fn reader(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<ReadJob>) {
+    let mut keys: Vec<Vec<u8>> = Vec::with_capacity(MAX_READ_BATCH);
+    let mut dones: Vec<ReadReply> = Vec::with_capacity(MAX_READ_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        keys.push(first.key);
+        dones.push(first.done);
+        while keys.len() < MAX_READ_BATCH {
+            match rx.try_recv() {
+                Ok(j) => {
+                    keys.push(j.key);
+                    dones.push(j.done);
+                }
+                Err(_) => break,
+            }
+        }
+        match engine.get_many(&keys) {
+            Ok(records) => {
+                for (done, r) in dones.drain(..).zip(records) {
+                    let _ = done.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for done in dones.drain(..) {
+                    let _ = done.send(Err(msg.clone()));
+                }
+            }
+        }
+        keys.clear();
     }
 }
 

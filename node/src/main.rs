@@ -38,7 +38,7 @@ fn main() {
     };
     // A small fixed number of runtime threads: the node shares the machine with its peers.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(cfg.runtime_threads())
         .enable_all()
         .build()
     {

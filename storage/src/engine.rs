@@ -69,6 +69,12 @@ pub trait Engine: Send + Sync + 'static {
     /// The stored record of `key` (a tombstone included), or `None` if the key was never written.
     fn get(&self, key: &[u8]) -> Result<Option<Record>, StorageError>;
 
+    /// The stored records of many keys at once, in the order given (engines may batch the
+    /// lookups: RocksDB's MultiGet shares one snapshot and one pass over the levels).
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Record>>, StorageError> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
     /// Applies `writes` under last-write-wins, atomically: each write is kept only if its version
     /// is newer than the stored record's ([`Record::supersedes`]), where a later write in the slice
     /// sees the earlier writes of the same slice. The whole call is one atomic write, and the

@@ -281,22 +281,39 @@ impl Engine for RocksEngine {
         }
     }
 
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Record>>, StorageError> {
+        let data = self.cf(CF_DATA)?;
+        let dks: Vec<Vec<u8>> = keys.iter().map(|k| data_key(k)).collect();
+        self.db
+            .batched_multi_get_cf(data, &dks, false)
+            .into_iter()
+            .zip(keys)
+            .map(|(r, key)| match r? {
+                Some(raw) => Ok(Some(decode_record(key, &raw)?)),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
     fn apply(&self, writes: &[Write]) -> Result<Vec<Applied>, StorageError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
         let data = self.cf(CF_DATA)?;
         let _guard = self.lock_apply();
+        // The stored record of every write's key, looked up in one MultiGet (a key written twice
+        // in the slice is looked up twice; the second lookup is superseded by `pending`).
+        let dks: Vec<Vec<u8>> = writes.iter().map(|w| data_key(&w.key)).collect();
+        let stored_raw = self.db.batched_multi_get_cf(data, &dks, false);
         let mut batch = WriteBatch::default();
         // Records already chosen earlier in this slice, which later writes must compare against.
         let mut pending: HashMap<&[u8], &Record> = HashMap::new();
         let mut applied = Vec::with_capacity(writes.len());
-        for w in writes {
-            let dk = data_key(&w.key);
+        for ((w, dk), raw) in writes.iter().zip(&dks).zip(stored_raw) {
             let (newer, previous) = match pending.get(w.key.as_slice()) {
                 Some(&chosen) => (w.record.supersedes(Some(chosen)), Some(chosen.version)),
                 None => {
-                    let stored = match self.db.get_pinned_cf(data, &dk)? {
+                    let stored = match raw? {
                         Some(raw) => Some(decode_record(&w.key, &raw)?),
                         None => None,
                     };
@@ -305,7 +322,7 @@ impl Engine for RocksEngine {
                 }
             };
             if newer {
-                batch.put_cf(data, &dk, encode_record(&w.record));
+                batch.put_cf(data, dk, encode_record(&w.record));
                 pending.insert(&w.key, &w.record);
                 applied.push(Applied::Stored { previous });
             } else {

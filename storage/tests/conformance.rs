@@ -138,6 +138,7 @@ macro_rules! conformance {
 conformance!(
     check_get_missing,
     check_put_then_get,
+    check_get_many_matches_get,
     check_lww_versions,
     check_tombstones_by_version,
     check_same_key_twice_in_one_batch,
@@ -325,6 +326,25 @@ fn check_put_then_get<E: Engine>(make: impl Fn() -> E) {
             w.key
         );
     }
+}
+
+fn check_get_many_matches_get<E: Engine>(make: impl Fn() -> E) {
+    let e = make();
+    let mut writes: Vec<Write> = (0..200)
+        .map(|i| put(&key(i), v(i as u64 + 1, 1), b"x"))
+        .collect();
+    writes.push(del(b"tomb", v(9, 9)));
+    e.apply(&writes).unwrap();
+    // Present, absent, tombstoned, repeated and empty keys, in no particular order.
+    let mut keys: Vec<Vec<u8>> = (0..300).rev().map(key).collect();
+    keys.extend([b"tomb".to_vec(), key(5), Vec::new(), b"absent".to_vec()]);
+    let many = e.get_many(&keys).unwrap();
+    assert_eq!(many.len(), keys.len());
+    for (k, got) in keys.iter().zip(&many) {
+        assert_eq!(got, &e.get(k).unwrap(), "key {k:?}");
+    }
+    assert_eq!(many.iter().filter(|r| r.is_some()).count(), 200 + 2);
+    assert_eq!(e.get_many(&[]).unwrap(), Vec::new());
 }
 
 fn check_lww_versions<E: Engine>(make: impl Fn() -> E) {
