@@ -28,6 +28,8 @@
 //! - [`memory`]: [`MemEngine`], a `BTreeMap` backend for tests and simulation.
 //! - [`rocks`]: [`RocksEngine`], the RocksDB backend, its [`RocksOptions`] and column families
 //!   (`data`, `meta`, `hints`: see [`rocks::CF_NAMES`]).
+//! - [`version_cache`]: the bounded cache of recently written keys' versions that lets
+//!   [`RocksEngine`]'s apply skip the storage lookup for hot keys.
 //! - [`error`]: the [`StorageError`] type.
 
 pub mod encoding;
@@ -37,6 +39,7 @@ pub mod hints;
 pub mod memory;
 pub mod merkle;
 pub mod rocks;
+pub mod version_cache;
 
 pub use engine::{Applied, Engine, ScanCursor, Write};
 pub use error::StorageError;

@@ -18,6 +18,7 @@ use crate::encoding::{
 use crate::engine::{Applied, Engine, ScanCursor, Write};
 use crate::error::StorageError;
 use crate::hints::{self, decode_hint, Hint, HintCounts, HintId};
+use crate::version_cache::VersionCache;
 use proto::{Record, Version};
 use ring::{NodeId, TokenRange};
 use rocksdb::{
@@ -52,6 +53,8 @@ pub struct RocksOptions {
     pub write_buffer_bytes: usize,
     /// Maximum concurrent background flushes and compactions.
     pub max_background_jobs: i32,
+    /// Keys whose stored version is cached for apply's read-compare-write (0: no cache).
+    pub version_cache_keys: usize,
 }
 
 impl Default for RocksOptions {
@@ -61,6 +64,7 @@ impl Default for RocksOptions {
             block_cache_bytes: 64 << 20,
             write_buffer_bytes: 64 << 20,
             max_background_jobs: 2,
+            version_cache_keys: 1 << 18,
         }
     }
 }
@@ -73,8 +77,9 @@ pub struct RocksEngine {
     /// Options of metadata writes (always synced).
     sync_opts: WriteOptions,
     /// Held across the read-compare-write of [`Engine::apply`] and [`Engine::purge_tombstones`]
-    /// so concurrent batches serialize.
-    apply_lock: Mutex<()>,
+    /// so concurrent batches serialize; it guards the cache of recently stored versions, which
+    /// both keep exact.
+    apply_lock: Mutex<VersionCache>,
     /// Hints per target, rebuilt by one scan on open; held across every hint write so the
     /// counts change exactly with what is on disk.
     hint_counts: Mutex<HintCounts>,
@@ -125,7 +130,7 @@ impl RocksEngine {
             db,
             write_opts,
             sync_opts,
-            apply_lock: Mutex::new(()),
+            apply_lock: Mutex::new(VersionCache::new(options.version_cache_keys)),
             hint_counts: Mutex::new(HintCounts::default()),
             path: path.to_path_buf(),
         };
@@ -169,7 +174,7 @@ impl RocksEngine {
         self.hint_counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_apply(&self) -> MutexGuard<'_, ()> {
+    fn lock_apply(&self) -> MutexGuard<'_, VersionCache> {
         self.apply_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -300,37 +305,54 @@ impl Engine for RocksEngine {
             return Ok(Vec::new());
         }
         let data = self.cf(CF_DATA)?;
-        let _guard = self.lock_apply();
-        // The stored record of every write's key, looked up in one MultiGet (a key written twice
-        // in the slice is looked up twice; the second lookup is superseded by `pending`).
+        let mut cache = self.lock_apply();
         let dks: Vec<Vec<u8>> = writes.iter().map(|w| data_key(&w.key)).collect();
-        let stored_raw = self.db.batched_multi_get_cf(data, &dks, false);
-        let mut batch = WriteBatch::default();
-        // Records already chosen earlier in this slice, which later writes must compare against.
-        let mut pending: HashMap<&[u8], &Record> = HashMap::new();
+        // The stored version of every write's key: from the cache, else from one MultiGet of
+        // all the keys it does not know.
+        let mut stored: Vec<Option<Option<Version>>> =
+            writes.iter().map(|w| cache.get(&w.key).map(Some)).collect();
+        let missing: Vec<usize> = (0..writes.len()).filter(|&i| stored[i].is_none()).collect();
+        if !missing.is_empty() {
+            let lookups =
+                self.db
+                    .batched_multi_get_cf(data, missing.iter().map(|&i| &dks[i]), false);
+            for (&i, raw) in missing.iter().zip(lookups) {
+                stored[i] = Some(match raw? {
+                    Some(raw) => Some(decode_record_header(&writes[i].key, &raw)?.0),
+                    None => None,
+                });
+            }
+        }
+        // Versions already chosen earlier in this slice, which later writes must compare against.
+        let mut pending: HashMap<&[u8], Version> = HashMap::new();
         let mut applied = Vec::with_capacity(writes.len());
-        for ((w, dk), raw) in writes.iter().zip(&dks).zip(stored_raw) {
-            let (newer, previous) = match pending.get(w.key.as_slice()) {
-                Some(&chosen) => (w.record.supersedes(Some(chosen)), Some(chosen.version)),
-                None => {
-                    let stored = match raw? {
-                        Some(raw) => Some(decode_record(&w.key, &raw)?),
-                        None => None,
-                    };
-                    let previous = stored.as_ref().map(|r| r.version);
-                    (w.record.supersedes(stored.as_ref()), previous)
-                }
+        let mut keep = Vec::with_capacity(writes.len());
+        for (i, (w, stored)) in writes.iter().zip(stored).enumerate() {
+            let previous = match pending.get(w.key.as_slice()) {
+                Some(&chosen) => Some(chosen),
+                None => stored.flatten(),
             };
-            if newer {
-                batch.put_cf(data, dk, encode_record(&w.record));
-                pending.insert(&w.key, &w.record);
+            if previous.is_none_or(|p| w.record.version > p) {
+                pending.insert(&w.key, w.record.version);
                 applied.push(Applied::Stored { previous });
+                keep.push(i);
             } else {
                 applied.push(Applied::Ignored);
             }
         }
+        // Into the batch in key order (stable, so two writes of one key keep theirs): the
+        // memtable's skip list then inserts each key near the previous one instead of searching
+        // from the top every time.
+        keep.sort_by(|&a, &b| dks[a].cmp(&dks[b]));
+        let mut batch = WriteBatch::default();
+        for i in keep {
+            batch.put_cf(data, &dks[i], encode_record(&writes[i].record));
+        }
         if !batch.is_empty() {
             self.db.write_opt(batch, &self.write_opts)?;
+            for (key, version) in pending {
+                cache.insert(key, version);
+            }
         }
         Ok(applied)
     }
@@ -402,7 +424,7 @@ impl Engine for RocksEngine {
             return Ok(Vec::new());
         }
         let data = self.cf(CF_DATA)?;
-        let _guard = self.lock_apply();
+        let mut cache = self.lock_apply();
         let mut batch = WriteBatch::default();
         let mut purged = Vec::with_capacity(candidates.len());
         for c in candidates {
@@ -417,6 +439,9 @@ impl Engine for RocksEngine {
         }
         if !batch.is_empty() {
             self.db.write_opt(batch, &self.write_opts)?;
+            for (key, _) in &purged {
+                cache.remove(key);
+            }
         }
         Ok(purged)
     }
