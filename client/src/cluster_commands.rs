@@ -73,6 +73,7 @@ async fn up(dir: Option<&Path>, out: Output, args: UpArgs) -> Result<i32, Cluste
         rf: args.rf.unwrap_or(defaults.rf),
         vnodes: args.vnodes.unwrap_or(defaults.vnodes),
         base_port: args.base_port.unwrap_or(defaults.base_port),
+        durability: args.durability.unwrap_or(defaults.durability),
     };
     // Resolved first, so a missing binary does not leave a fresh cluster directory behind.
     let node_bin = find_node_binary(args.node_bin.as_deref())?;
@@ -129,6 +130,7 @@ fn layout_flags(args: &UpArgs) -> Vec<&'static str> {
         ("--vnodes", args.vnodes.is_some()),
         ("--base-port", args.base_port.is_some()),
         ("--name", args.name.is_some()),
+        ("--durability", args.durability.is_some()),
     ];
     given
         .into_iter()
@@ -141,11 +143,12 @@ fn print_ready(cluster: &LocalCluster, created: bool) {
     let file = cluster.file();
     let root = cluster.dir().root();
     println!(
-        "cluster {:?} is ready ({}): {} node(s), replication {}",
+        "cluster {:?} is ready ({}): {} node(s), replication {}, durability {}",
         file.name,
         if created { "created" } else { "existing" },
         file.nodes.len(),
-        file.replication
+        file.replication,
+        file.durability.mode
     );
     for n in &file.nodes {
         println!(
@@ -232,6 +235,7 @@ async fn status(dir: Option<&Path>, out: Output) -> Result<i32, ClusterError> {
             "cluster": cluster.file().name,
             "dir": cluster.dir().root().display().to_string(),
             "replication": cluster.file().replication.to_string(),
+            "durability": cluster.file().durability.mode.name(),
             "all_reachable": all_reachable,
             "nodes": reports,
         }));
@@ -243,10 +247,11 @@ async fn status(dir: Option<&Path>, out: Output) -> Result<i32, ClusterError> {
 
 fn print_status_table(cluster: &LocalCluster, reports: &[NodeReport]) {
     println!(
-        "cluster {:?} in {} (replication {})",
+        "cluster {:?} in {} (replication {}, durability {})",
         cluster.file().name,
         cluster.dir().root().display(),
-        cluster.file().replication
+        cluster.file().replication,
+        cluster.file().durability.mode
     );
     print_row([
         "ID",

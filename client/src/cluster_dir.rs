@@ -153,6 +153,43 @@ impl std::fmt::Display for Replication {
     }
 }
 
+/// When acknowledged writes reach the disk: the node's `[durability] mode` (node/src/config.rs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurabilityMode {
+    /// The write-ahead log is written before a write is acknowledged and fsynced every second:
+    /// a node process crash loses nothing, a machine crash can lose the last second of writes
+    /// on that replica.
+    #[default]
+    Periodic,
+    /// Every batch of writes is fsynced before any of them is acknowledged (group commit).
+    Sync,
+}
+
+impl DurabilityMode {
+    /// Its name on the command line and in the TOML files.
+    pub fn name(self) -> &'static str {
+        match self {
+            DurabilityMode::Periodic => "periodic",
+            DurabilityMode::Sync => "sync",
+        }
+    }
+}
+
+impl std::fmt::Display for DurabilityMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The `[durability]` table, in the same shape in `cluster.toml` and in each `node.toml`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Durability {
+    /// `periodic` or `sync`.
+    pub mode: DurabilityMode,
+}
+
 /// The client's certificate files, relative to the cluster directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -191,6 +228,10 @@ pub struct ClusterFile {
     pub name: String,
     /// Replica placement.
     pub replication: Replication,
+    /// When writes reach the disk; every node's `node.toml` says the same. Absent in files
+    /// written before the setting existed, which therefore mean `periodic`.
+    #[serde(default)]
+    pub durability: Durability,
     /// The client's certificate files.
     pub client: ClientFiles,
     /// Every node, ordered by id.
@@ -236,6 +277,8 @@ pub struct CreateOptions {
     pub vnodes: u32,
     /// Node `id` listens on 127.0.0.1:(base_port + id); 0 picks free ports. Default 7400.
     pub base_port: u16,
+    /// When writes reach the disk on every node. Default periodic.
+    pub durability: DurabilityMode,
 }
 
 impl Default for CreateOptions {
@@ -247,6 +290,7 @@ impl Default for CreateOptions {
             rf: 3,
             vnodes: 64,
             base_port: 7400,
+            durability: DurabilityMode::Periodic,
         }
     }
 }
@@ -289,6 +333,9 @@ pub fn plan(opts: &CreateOptions, ports: &[u16]) -> Result<ClusterFile, ClusterE
         format: CLUSTER_FORMAT,
         name: opts.name.clone(),
         replication,
+        durability: Durability {
+            mode: opts.durability,
+        },
         client: ClientFiles {
             ca: "ca.pem".into(),
             cert: "client.pem".into(),
@@ -397,6 +444,8 @@ pub struct NodeToml {
     pub tls: NodeTlsFiles,
     /// Replica placement.
     pub replication: Replication,
+    /// When writes reach the disk.
+    pub durability: Durability,
     /// Prometheus metrics over HTTP: the node's own port number, over TCP.
     pub metrics_listen: SocketAddr,
     /// Every member.
@@ -444,6 +493,7 @@ impl NodeToml {
                 key: "node.key".into(),
             },
             replication: file.replication.clone(),
+            durability: file.durability,
             metrics_listen: file
                 .nodes
                 .iter()
@@ -907,6 +957,39 @@ mod tests {
         assert_eq!(members[1]["datacenter"].as_str(), Some("dc2"));
         assert_eq!(value["node-id"].as_integer(), Some(2));
         assert_eq!(value["tls"]["ca"].as_str(), Some("../ca.pem"));
+    }
+
+    #[test]
+    fn durability_is_kept_in_the_cluster_file_and_rendered_into_every_node_toml() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = ClusterDir::new(tmp.path()).expect("dir");
+        let file = dir
+            .create(&CreateOptions {
+                base_port: 0,
+                durability: DurabilityMode::Sync,
+                ..opts(3, 1, 3)
+            })
+            .expect("create");
+        assert_eq!(file.durability.mode, DurabilityMode::Sync);
+        assert_eq!(
+            dir.load().expect("load").durability.mode,
+            DurabilityMode::Sync
+        );
+        for n in &file.nodes {
+            let text = std::fs::read_to_string(dir.node_config(n.id)).expect("node.toml");
+            let value: toml::Table = toml::from_str(&text).expect("toml");
+            assert_eq!(value["durability"]["mode"].as_str(), Some("sync"), "{text}");
+        }
+        // The default, and a cluster.toml written before the setting existed, are periodic.
+        let file = plan(&opts(3, 1, 3), &ports(3)).expect("valid");
+        assert_eq!(file.durability.mode, DurabilityMode::Periodic);
+        let node = toml::to_string(&NodeToml::for_node(&file, 1)).expect("encode");
+        assert!(node.contains("[durability]\nmode = \"periodic\""), "{node}");
+        let old = toml::to_string(&file)
+            .expect("encode")
+            .replace("[durability]\nmode = \"periodic\"\n", "");
+        assert!(!old.contains("durability"), "{old}");
+        assert_eq!(parse_cluster_file(&old).expect("old file"), file);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Real clusters: `ringkv cluster up` starts `ringkv-node` processes in a temporary directory and
 //! the `ringkv` binary drives them as a user would. Covers every consistency level, failed nodes
 //! (Unavailable, never a hang), two datacenters, oversized requests, UDP garbage, foreign
-//! certificates and a restart that must keep the data.
+//! certificates, a restart that must keep the data, and the two durability modes.
 //!
 //! Needs the `ringkv-node` binary next to `ringkv` (`cargo build --release --workspace --bins`)
 //! or named by `RINGKV_NODE_BIN`. Clusters run one at a time (see `common`).
@@ -609,6 +609,129 @@ fn restart_keeps_data() {
         assert_eq!(
             c.run(&["get", "restart-000", "-c", level]).ok().stdout,
             b"newer"
+        );
+    }
+}
+
+/// The counters of node `address`'s `/metrics` (served over TCP on the node's own port), by name
+/// (unlabelled samples only).
+fn metrics(address: &str) -> BTreeMap<String, u64> {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(address).expect("connect to /metrics");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    sock.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("send request");
+    let mut text = String::new();
+    sock.read_to_string(&mut text).expect("read /metrics");
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Per node: how much `ringkv_wal_syncs_total`, `ringkv_storage_batches_total` and
+/// `ringkv_storage_writes_total` grew while `count` sequential QUORUM puts ran (waiting until
+/// every replica stored them), and how long that took.
+fn sync_counts_over_puts(c: &TestCluster, count: usize) -> (Vec<[u64; 3]>, Duration) {
+    const NAMES: [&str; 3] = [
+        "ringkv_wal_syncs_total",
+        "ringkv_storage_batches_total",
+        "ringkv_storage_writes_total",
+    ];
+    let addresses: Vec<String> = c.nodes().into_iter().map(|n| n.1).collect();
+    let sample = || -> Vec<[u64; 3]> {
+        addresses
+            .iter()
+            .map(|a| {
+                let m = metrics(a);
+                NAMES.map(|n| {
+                    *m.get(n)
+                        .unwrap_or_else(|| panic!("{n} missing at {a}: {m:?}"))
+                })
+            })
+            .collect()
+    };
+    let dir = client::cluster_dir::ClusterDir::new(c.dir()).expect("cluster dir");
+    let config = dir
+        .client_config(Duration::from_secs(5), None)
+        .expect("client config");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let started = Instant::now();
+    let before = sample();
+    runtime.block_on(async {
+        let client = client::Client::connect(config).await.expect("connect");
+        for i in 0..count {
+            client
+                .put(
+                    format!("durability-{i}").as_bytes(),
+                    b"value",
+                    proto::Consistency::Quorum,
+                )
+                .await
+                .expect("put");
+        }
+    });
+    // QUORUM returns after two replicas: wait for the third to store the last writes too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let deltas = loop {
+        let after = sample();
+        let deltas: Vec<[u64; 3]> = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| [0, 1, 2].map(|i| a[i] - b[i]))
+            .collect();
+        if deltas.iter().all(|d| d[2] >= count as u64) || Instant::now() > deadline {
+            break deltas;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for d in &deltas {
+        assert!(
+            d[2] >= count as u64,
+            "every replica stored every write: {deltas:?}"
+        );
+    }
+    (deltas, started.elapsed())
+}
+
+#[test]
+fn durability_sync_syncs_every_batch_and_periodic_does_not() {
+    const PUTS: usize = 40;
+    let c = TestCluster::up(&["--nodes", "3", "--rf", "3", "--durability", "sync"]);
+    let status = c.status();
+    assert_eq!(status["durability"], "sync", "{status:#}");
+    let (sync, _) = sync_counts_over_puts(&c, PUTS);
+    // [syncs, batches, writes] per node. Sync mode fsyncs every batch. Each put is acknowledged
+    // after two replicas synced a batch holding it, and a batch that started after the previous
+    // put was acknowledged cannot have served that one: at least two syncs per put in all.
+    for d in &sync {
+        assert!(d[0] >= d[1] && d[1] >= 1, "every batch is synced: {sync:?}");
+    }
+    let total: u64 = sync.iter().map(|d| d[0]).sum();
+    assert!(
+        total >= 2 * PUTS as u64,
+        "{total} syncs for {PUTS} puts: {sync:?}"
+    );
+    drop(c);
+
+    // The default (periodic, every 1000 ms) syncs on a timer, not per batch.
+    let c = TestCluster::up(&["--nodes", "3", "--rf", "3"]);
+    let status = c.status();
+    assert_eq!(status["durability"], "periodic", "{status:#}");
+    let (periodic, elapsed) = sync_counts_over_puts(&c, PUTS);
+    let ticks = elapsed.as_secs() + 2;
+    for d in &periodic {
+        assert!(
+            d[0] <= ticks && d[0] < d[1],
+            "about one sync per second over {elapsed:?}, fewer than the batches: {periodic:?}"
         );
     }
 }

@@ -103,6 +103,7 @@ impl Cluster {
             vnodes: spec.vnodes,
             // Loopback: free ports. Namespaces: replaced below by the hosts' addresses.
             base_port: 0,
+            ..CreateOptions::default()
         };
         let mut file = dir
             .create(&opts)
