@@ -49,7 +49,11 @@ pub struct RocksOptions {
     pub sync_writes: bool,
     /// Size of the block cache shared by all column families.
     pub block_cache_bytes: usize,
-    /// Size of one memtable of the `data` column family.
+    /// Size of one memtable of the `data` column family. Small by RocksDB's standards (its
+    /// default is 64 MiB): every replica write inserts into the memtable's skip list, and a
+    /// list that stays within the CPU caches costs far less per insert (measured on a local
+    /// 3-node cluster: storage writer CPU per QUORUM write 27 µs at 64 MiB, about 19 µs at
+    /// 2 to 8 MiB).
     pub write_buffer_bytes: usize,
     /// Maximum concurrent background flushes and compactions.
     pub max_background_jobs: i32,
@@ -62,7 +66,7 @@ impl Default for RocksOptions {
         RocksOptions {
             sync_writes: false,
             block_cache_bytes: 64 << 20,
-            write_buffer_bytes: 64 << 20,
+            write_buffer_bytes: 8 << 20,
             max_background_jobs: 2,
             version_cache_keys: 1 << 18,
         }
