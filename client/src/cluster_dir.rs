@@ -446,10 +446,28 @@ pub struct NodeToml {
     pub replication: Replication,
     /// When writes reach the disk.
     pub durability: Durability,
+    /// Bounds on the node's threads.
+    pub limits: NodeTomlLimits,
     /// Prometheus metrics over HTTP: the node's own port number, over TCP.
     pub metrics_listen: SocketAddr,
     /// Every member.
     pub members: Vec<NodeTomlMember>,
+}
+
+/// The `[limits]` table of a node configuration (only what `cluster up` sets).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeTomlLimits {
+    /// Async runtime worker threads.
+    pub runtime_threads: usize,
+}
+
+/// Runtime threads for each of `nodes` nodes sharing this machine: its cores split between
+/// them, at least one each. (Every node of a local cluster runs here; more runtime threads than
+/// cores only adds context switches between them.)
+pub fn local_runtime_threads(nodes: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / nodes.max(1)).max(1)
 }
 
 /// The `[tls]` table of a node configuration.
@@ -494,6 +512,9 @@ impl NodeToml {
             },
             replication: file.replication.clone(),
             durability: file.durability,
+            limits: NodeTomlLimits {
+                runtime_threads: local_runtime_threads(file.nodes.len()),
+            },
             metrics_listen: file
                 .nodes
                 .iter()
@@ -957,6 +978,14 @@ mod tests {
         assert_eq!(members[1]["datacenter"].as_str(), Some("dc2"));
         assert_eq!(value["node-id"].as_integer(), Some(2));
         assert_eq!(value["tls"]["ca"].as_str(), Some("../ca.pem"));
+        // Four nodes share this machine's cores: at least one runtime thread each, never more
+        // than the machine has.
+        let threads = value["limits"]["runtime-threads"]
+            .as_integer()
+            .expect("threads");
+        assert_eq!(threads as usize, local_runtime_threads(4));
+        assert!(threads >= 1);
+        assert_eq!(local_runtime_threads(1_000), 1);
     }
 
     #[test]

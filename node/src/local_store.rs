@@ -1,9 +1,10 @@
 //! The node's access to its storage engine, kept off the async runtime. Writes go to one
 //! dedicated writer thread that drains its queue and applies everything queued in one engine
 //! batch (one RocksDB WriteBatch), so a burst of replica writes costs one WAL append. Reads go
-//! to one reader thread the same way: it drains its queue and looks up every queued key in one
-//! [`Engine::get_many`] (a RocksDB MultiGet), so a burst of reads costs one thread wake-up, not
-//! one per read.
+//! first to [`Engine::get_cached`], which answers from memtables and the block cache without
+//! touching the disk, right on the calling task; what needs the disk goes to one reader thread,
+//! which drains its queue and looks up every queued key in one [`Engine::get_many`] (a RocksDB
+//! MultiGet), so a burst of reads costs one thread wake-up, not one per read.
 
 use proto::Record;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,6 +127,11 @@ impl LocalStore {
 
     /// Reads the local record of a key, tombstones included.
     pub async fn get(&self, key: Vec<u8>) -> Result<Option<Record>, LocalStoreError> {
+        // Answered here when memory has the answer (no disk read, so nothing blocks the
+        // runtime); otherwise by the reader thread. This saves two thread hand-offs per read.
+        if let Some(found) = self.engine.get_cached(&key)? {
+            return Ok(found);
+        }
         let (done, rx) = oneshot::channel();
         self.reads
             .send(ReadJob { key, done })

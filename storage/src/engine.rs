@@ -69,6 +69,14 @@ pub trait Engine: Send + Sync + 'static {
     /// The stored record of `key` (a tombstone included), or `None` if the key was never written.
     fn get(&self, key: &[u8]) -> Result<Option<Record>, StorageError>;
 
+    /// The stored record of `key` if it can be found without any disk read (memtables and
+    /// caches only); `Ok(None)` when finding out would need one. Never blocks on I/O, so callers
+    /// may use it on an async runtime and fall back to [`Engine::get`] on a blocking thread.
+    fn get_cached(&self, key: &[u8]) -> Result<Option<Option<Record>>, StorageError> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// The stored records of many keys at once, in the order given (engines may batch the
     /// lookups: RocksDB's MultiGet shares one snapshot and one pass over the levels).
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Record>>, StorageError> {

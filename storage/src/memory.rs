@@ -60,6 +60,10 @@ fn span_range<'a, V>(
 }
 
 impl Engine for MemEngine {
+    fn get_cached(&self, key: &[u8]) -> Result<Option<Option<Record>>, StorageError> {
+        self.get(key).map(Some)
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Record>, StorageError> {
         Ok(self.read().data.get(&data_key(key)).cloned())
     }

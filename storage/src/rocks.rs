@@ -23,7 +23,7 @@ use proto::{Record, Version};
 use ring::{NodeId, TokenRange};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
-    DBIteratorWithThreadMode, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
+    DBIteratorWithThreadMode, Direction, IteratorMode, Options, ReadOptions, ReadTier, WriteBatch,
     WriteOptions, DB,
 };
 use std::collections::{BTreeSet, HashMap};
@@ -80,6 +80,8 @@ pub struct RocksEngine {
     write_opts: WriteOptions,
     /// Options of metadata writes (always synced).
     sync_opts: WriteOptions,
+    /// Options of reads that must not touch the disk (memtables and block cache only).
+    cache_only: ReadOptions,
     /// Held across the read-compare-write of [`Engine::apply`] and [`Engine::purge_tombstones`]
     /// so concurrent batches serialize; it guards the cache of recently stored versions, which
     /// both keep exact.
@@ -107,6 +109,14 @@ impl RocksEngine {
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
 
         let mut db_opts = Options::default();
+        // Compactions are background work that comes in bursts (hundreds of milliseconds of
+        // CPU each); at a lower CPU and I/O priority they yield to request handling instead of
+        // showing up as tail latency. Flushes keep normal priority: a starved flush would stall
+        // writes.
+        let mut env = rocksdb::Env::new()?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_thread_pool_io_priority();
+        db_opts.set_env(&env);
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(options.max_background_jobs);
@@ -130,10 +140,13 @@ impl RocksEngine {
         write_opts.set_sync(options.sync_writes);
         let mut sync_opts = WriteOptions::default();
         sync_opts.set_sync(true);
+        let mut cache_only = ReadOptions::default();
+        cache_only.set_read_tier(ReadTier::BlockCache);
         let engine = RocksEngine {
             db,
             write_opts,
             sync_opts,
+            cache_only,
             apply_lock: Mutex::new(VersionCache::new(options.version_cache_keys)),
             hint_counts: Mutex::new(HintCounts::default()),
             path: path.to_path_buf(),
@@ -287,6 +300,20 @@ impl Engine for RocksEngine {
         match self.db.get_pinned_cf(data, data_key(key))? {
             Some(raw) => Ok(Some(decode_record(key, &raw)?)),
             None => Ok(None),
+        }
+    }
+
+    fn get_cached(&self, key: &[u8]) -> Result<Option<Option<Record>>, StorageError> {
+        let data = self.cf(CF_DATA)?;
+        match self
+            .db
+            .get_pinned_cf_opt(data, data_key(key), &self.cache_only)
+        {
+            Ok(Some(raw)) => Ok(Some(Some(decode_record(key, &raw)?))),
+            Ok(None) => Ok(Some(None)),
+            // Not in a memtable or the block cache: answering would read the disk.
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
