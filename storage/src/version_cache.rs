@@ -22,9 +22,12 @@ pub struct VersionCache {
 impl VersionCache {
     /// A cache of at most `capacity` keys (0 disables it).
     pub fn new(capacity: usize) -> VersionCache {
+        // The young generation is sized once up front: growing a large map rehashes every key
+        // in one go, a multi-millisecond pause on the writer thread.
+        let per_generation = capacity / 2;
         VersionCache {
-            per_generation: capacity / 2,
-            young: HashMap::new(),
+            per_generation,
+            young: HashMap::with_capacity(per_generation),
             old: HashMap::new(),
         }
     }
@@ -44,7 +47,8 @@ impl VersionCache {
             return;
         }
         if self.young.len() >= self.per_generation {
-            self.old = std::mem::take(&mut self.young);
+            let fresh = HashMap::with_capacity(self.per_generation);
+            self.old = std::mem::replace(&mut self.young, fresh);
         }
         self.young.insert(key.to_vec(), version);
     }
