@@ -16,7 +16,10 @@
 //! - [`output`]: text or `--json` output, and error reporting.
 //! - [`data_commands`]: `put`, `get`, `delete`.
 //! - [`cluster_commands`]: `cluster up/down/status/stop-node/start-node`.
-//! - [`bench`]: `bench`, a closed-loop throughput and latency benchmark.
+//! - [`bench`]: `bench`, the load generator (closed or open loop, generic over a
+//!   [`bench::Store`] so `ringkv-compare` drives etcd and Redis with it too), with
+//!   [`bench::keys`] (uniform and scrambled zipfian key choice) and [`bench::cpu`] (process CPU
+//!   time from `/proc`).
 //! - [`admin_commands`]: `repair` and `get --replica`.
 
 pub mod admin_commands;
