@@ -26,10 +26,18 @@ struct ReadJob {
     done: ReadReply,
 }
 
+type WriteReply = oneshot::Sender<Result<Applied, String>>;
+
 struct Job {
     write: Write,
-    done: oneshot::Sender<Result<Applied, String>>,
+    done: WriteReply,
 }
+
+/// A finished batch's answers, handed to the runtime in one message.
+type Replies = Vec<(WriteReply, Result<Applied, String>)>;
+
+/// Finished batches waiting for the runtime to deliver their answers.
+const REPLY_BATCHES: usize = 64;
 
 /// Counters of the writer thread and of write-ahead-log syncs (for `/metrics`).
 #[derive(Debug, Default)]
@@ -71,7 +79,9 @@ impl From<StorageError> for LocalStoreError {
 }
 
 impl LocalStore {
-    /// Starts the writer thread. The queue holds at most `queue` writes; writers wait beyond that.
+    /// Starts the writer and reader threads, and the task that delivers the writer's answers
+    /// (so it must be called on a tokio runtime). The queue holds at most `queue` writes;
+    /// writers wait beyond that.
     /// Every applied write updates `trees` with the version it replaced and the new one.
     /// `synced` says whether the engine syncs its log on every batch (`sync` durability).
     pub fn start(
@@ -82,12 +92,17 @@ impl LocalStore {
     ) -> std::io::Result<(LocalStore, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(queue);
         let (reads, read_rx) = mpsc::channel(queue);
+        // The writer hands each batch's answers to this task in one message, so a batch costs
+        // the runtime one wake-up; waking it once per answer let the woken runtime thread
+        // preempt the writer between answers, over and over.
+        let (replies, replies_rx) = mpsc::channel(REPLY_BATCHES);
+        tokio::spawn(deliver(replies_rx));
         let e = engine.clone();
         let stats = Arc::new(StoreStats::default());
         let st = stats.clone();
         let handle = std::thread::Builder::new()
             .name("storage-writer".into())
-            .spawn(move || writer(e, rx, trees, st, synced))?;
+            .spawn(move || writer(e, rx, replies, trees, st, synced))?;
         // The reader ends by itself when the last handle (and so the queue's sender) is gone.
         let e = engine.clone();
         std::thread::Builder::new()
@@ -175,9 +190,19 @@ fn reader(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<ReadJob>) {
     }
 }
 
+/// Answers every write of each finished batch (on the runtime: waking the callers is cheap).
+async fn deliver(mut rx: mpsc::Receiver<Replies>) {
+    while let Some(batch) = rx.recv().await {
+        for (done, result) in batch {
+            let _ = done.send(result);
+        }
+    }
+}
+
 fn writer(
     engine: Arc<dyn Engine>,
     mut rx: mpsc::Receiver<Job>,
+    replies: mpsc::Sender<Replies>,
     trees: Arc<Mutex<TreeSet>>,
     stats: Arc<StoreStats>,
     synced: bool,
@@ -214,16 +239,15 @@ fn writer(
                         }
                     }
                 }
-                for (done, a) in dones.into_iter().zip(applied) {
-                    let _ = done.send(Ok(a));
-                }
+                let answers = dones.into_iter().zip(applied.into_iter().map(Ok)).collect();
+                // The runtime is gone only at shutdown; the callers then see `Stopped`.
+                let _ = replies.blocking_send(answers);
             }
             Err(e) => {
                 error!(error = %e, batch = writes.len(), "storage batch failed");
                 let msg = e.to_string();
-                for done in dones {
-                    let _ = done.send(Err(msg.clone()));
-                }
+                let answers = dones.into_iter().map(|d| (d, Err(msg.clone()))).collect();
+                let _ = replies.blocking_send(answers);
             }
         }
         writes.clear();
