@@ -362,34 +362,18 @@ async fn compare(args: &Args) -> anyhow::Result<i32> {
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     for peer in peers {
+        // Like for like: etcd acknowledges after a majority fsynced, Redis (everysec) does not.
+        let durability = match peer {
+            Peer::Etcd => DurabilityMode::Sync,
+            Peer::Redis => DurabilityMode::Periodic,
+        };
+        rows.extend(run_ringkv(args, &work, &node_bin, &workloads, durability, &mut notes).await?);
         match peer {
             Peer::Etcd => {
-                rows.extend(
-                    run_ringkv(
-                        args,
-                        &work,
-                        &node_bin,
-                        &workloads,
-                        DurabilityMode::Sync,
-                        &mut notes,
-                    )
-                    .await?,
-                );
                 let bin = etcd_bin.as_deref().context("etcd binary")?;
                 rows.extend(run_etcd(args, &work, bin, &workloads).await?);
             }
             Peer::Redis => {
-                rows.extend(
-                    run_ringkv(
-                        args,
-                        &work,
-                        &node_bin,
-                        &workloads,
-                        DurabilityMode::Periodic,
-                        &mut notes,
-                    )
-                    .await?,
-                );
                 let bin = redis_bin.as_deref().context("redis binary")?;
                 rows.extend(run_redis(args, &work, bin, &workloads).await?);
             }
