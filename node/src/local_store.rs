@@ -97,17 +97,22 @@ impl LocalStore {
         // preempt the writer between answers, over and over.
         let (replies, replies_rx) = mpsc::channel(REPLY_BATCHES);
         tokio::spawn(deliver(replies_rx));
+        // Both threads end once the last handle (holding both queues' senders) is gone. The
+        // writer then waits for the reader, so joining the writer means neither holds the
+        // engine any more (a restart can reopen the database at once).
+        let e = engine.clone();
+        let reader_thread = std::thread::Builder::new()
+            .name("storage-reader".into())
+            .spawn(move || reader(e, read_rx))?;
         let e = engine.clone();
         let stats = Arc::new(StoreStats::default());
         let st = stats.clone();
         let handle = std::thread::Builder::new()
             .name("storage-writer".into())
-            .spawn(move || writer(e, rx, replies, trees, st, synced))?;
-        // The reader ends by itself when the last handle (and so the queue's sender) is gone.
-        let e = engine.clone();
-        std::thread::Builder::new()
-            .name("storage-reader".into())
-            .spawn(move || reader(e, read_rx))?;
+            .spawn(move || {
+                writer(e, rx, replies, trees, st, synced);
+                let _ = reader_thread.join();
+            })?;
         Ok((
             LocalStore {
                 engine,
