@@ -509,15 +509,15 @@ fn random_value(size: usize) -> Vec<u8> {
 }
 
 /// Runs the measured phase (without preload). `done` counts finished operations as they end
-/// (for a progress display).
+/// (for a progress display). Fails only when the key distribution is impossible (see
+/// [`BenchOptions::validate`]).
 pub async fn run<S: Store>(
     store: Arc<S>,
     options: &BenchOptions,
     done: Arc<AtomicU64>,
-) -> BenchReport {
+) -> Result<BenchReport, ClientError> {
     let chooser = Arc::new(
-        KeyChooser::new(options.keys, options.distribution)
-            .unwrap_or(KeyChooser::Uniform(options.keys.max(1))),
+        KeyChooser::new(options.keys, options.distribution).map_err(ClientError::InvalidRequest)?,
     );
     let started = Instant::now();
     let deadline = started + options.duration;
@@ -541,14 +541,14 @@ pub async fn run<S: Store>(
         read.merge(&r);
         write.merge(&w);
     }
-    BenchReport {
+    Ok(BenchReport {
         options: options.clone(),
         preload: None,
         elapsed: started.elapsed(),
         read,
         write,
         cpu: None,
-    }
+    })
 }
 
 async fn worker<S: Store>(
@@ -593,14 +593,13 @@ async fn worker<S: Store>(
         if now >= deadline {
             break;
         }
-        let due = counted_from;
         let key = key_name(chooser.next(&mut rng));
         if read_share > 0.0 && (read_share >= 1.0 || rng.gen_bool(read_share)) {
             let outcome = store.get(&key).await;
-            read.record(due, outcome);
+            read.record(counted_from, outcome);
         } else {
             let outcome = store.put(&key, &value).await;
-            write.record(due, outcome);
+            write.record(counted_from, outcome);
         }
         done.fetch_add(1, Ordering::Relaxed);
     }
@@ -623,15 +622,15 @@ fn local_node_pids(dir: Option<&Path>) -> Vec<i32> {
         .collect()
 }
 
-/// Runs `f` while showing a progress bar over `options`' duration and operation count on
-/// standard error (hidden when it is not a terminal), and measures the CPU `pids` and this
-/// process use during it.
+/// Runs the measured phase ([`run`]) while showing a progress bar over `options`' duration and
+/// operation count on standard error (hidden when it is not a terminal), and measures the CPU
+/// `pids` and this process use during it.
 pub async fn measured<S: Store>(
     store: Arc<S>,
     options: &BenchOptions,
     pids: &[i32],
     show_progress: bool,
-) -> BenchReport {
+) -> Result<BenchReport, ClientError> {
     let done = Arc::new(AtomicU64::new(0));
     let bar = if show_progress {
         indicatif::ProgressBar::new(1000)
@@ -659,10 +658,11 @@ pub async fn measured<S: Store>(
         })
     };
     let cpu_before = (cpu::total_cpu_secs(pids), cpu::own_cpu_secs());
-    let mut report = run(store, options, done).await;
+    let report = run(store, options, done).await;
     let cpu_after = (cpu::total_cpu_secs(pids), cpu::own_cpu_secs());
     ticker.abort();
     bar.finish_and_clear();
+    let mut report = report?;
     if let ((Some(s0), Some(c0)), (Some(s1), Some(c1))) = (cpu_before, cpu_after) {
         if !pids.is_empty() {
             report.cpu = Some(CpuUse {
@@ -672,7 +672,7 @@ pub async fn measured<S: Store>(
             });
         }
     }
-    report
+    Ok(report)
 }
 
 /// `ringkv bench`: validates, connects, preloads when reads are involved, runs, prints. Exits 0
@@ -725,7 +725,10 @@ pub async fn run_cli(dir: Option<&Path>, out: Output, args: BenchArgs) -> i32 {
         client,
         consistency: options.consistency,
     });
-    let mut report = measured(store, &options, &pids, !out.json).await;
+    let mut report = match measured(store, &options, &pids, !out.json).await {
+        Ok(r) => r,
+        Err(e) => return out.client_error(&e, Map::new()),
+    };
     report.preload = preloaded;
     if out.json {
         out.print_json(&report.to_json());
@@ -885,7 +888,7 @@ mod tests {
             read_ratio: 0.9,
             ..options(Workload::Mixed, Consistency::One)
         };
-        let report = run(store.clone(), &opts, Arc::default()).await;
+        let report = run(store.clone(), &opts, Arc::default()).await.unwrap();
         assert_eq!(report.total(), 4000);
         let reads = store.seen.lock().unwrap().iter().filter(|s| s.0).count();
         assert!((3400..3800).contains(&reads), "{reads} reads of 4000");
@@ -905,7 +908,7 @@ mod tests {
             rate: Some(100.0),
             ..options(Workload::Write, Consistency::One)
         };
-        let report = run(store.clone(), &opts, Arc::default()).await;
+        let report = run(store.clone(), &opts, Arc::default()).await.unwrap();
         assert_eq!(report.write.ok, 20);
         // The 20th op was due at 190 ms and ended at 1000 ms or later.
         let max = report.write.latency_us.max();
@@ -918,7 +921,8 @@ mod tests {
             },
             Arc::default(),
         )
-        .await;
+        .await
+        .unwrap();
         assert!(closed.write.latency_us.value_at_quantile(0.5) < 150_000);
     }
 
@@ -932,7 +936,7 @@ mod tests {
             concurrency: 1,
             ..options(Workload::Write, Consistency::One)
         };
-        let report = run(slow(0), &opts, Arc::default()).await;
+        let report = run(slow(0), &opts, Arc::default()).await.unwrap();
         assert_eq!(report.write.ok, 500);
         assert!(
             report.elapsed < Duration::from_millis(250),
@@ -952,7 +956,7 @@ mod tests {
             rate: Some(400.0),
             ..options(Workload::Write, Consistency::One)
         };
-        let report = run(slow(0), &opts, Arc::default()).await;
+        let report = run(slow(0), &opts, Arc::default()).await.unwrap();
         assert_eq!(report.write.ok, 200);
         assert!(
             report.write.quantile_us(0.5) < 500,
@@ -971,7 +975,7 @@ mod tests {
             rate: Some(500.0),
             ..options(Workload::Write, Consistency::One)
         };
-        let report = run(store, &opts, Arc::default()).await;
+        let report = run(store, &opts, Arc::default()).await.unwrap();
         // Ops are due every 2 ms until the 2 s deadline: about 1000 of them, not as many as
         // four tasks could run closed-loop.
         assert!(

@@ -406,7 +406,7 @@ async fn run_workloads<S: Store>(
     store: Arc<S>,
     pids: &[i32],
     workloads: &[Workload],
-) -> Vec<Row> {
+) -> anyhow::Result<Vec<Row>> {
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let mut preloaded = None;
     if workloads.iter().any(|w| w.reads()) {
@@ -433,7 +433,7 @@ async fn run_workloads<S: Store>(
             w.name(),
             args.duration
         ));
-        let mut report = measured(store.clone(), &opts, pids, show_progress).await;
+        let mut report = measured(store.clone(), &opts, pids, show_progress).await?;
         if w.reads() {
             report.preload = preloaded.clone();
         }
@@ -448,7 +448,7 @@ async fn run_workloads<S: Store>(
             report,
         });
     }
-    rows
+    Ok(rows)
 }
 
 async fn run_ringkv(
@@ -502,7 +502,7 @@ async fn run_ringkv(
         });
         let addresses = cluster.file().addresses();
         let before = wal_counters(&addresses).await;
-        let rows = run_workloads(args, system, store, &pids, workloads).await;
+        let rows = run_workloads(args, system, store, &pids, workloads).await?;
         // The nodes' own count of fsyncs shows the durability mode at work during the run.
         match (before, wal_counters(&addresses).await) {
             (Ok((syncs0, writes0)), Ok((syncs1, writes1))) => {
@@ -589,7 +589,7 @@ async fn run_etcd(
             &cluster.procs.pids(),
             workloads,
         )
-        .await;
+        .await?;
         say("etcd: stopping");
         rows
     };
@@ -614,7 +614,8 @@ async fn run_redis(
         let timeout = Duration::from_millis(args.timeout_ms);
         let pids = set.procs.pids();
         let store = redis_peer::RedisStore::connect(&set.primary, timeout).await?;
-        let mut rows = run_workloads(args, System::Redis, Arc::new(store), &pids, workloads).await;
+        let mut rows =
+            run_workloads(args, System::Redis, Arc::new(store), &pids, workloads).await?;
         if args.redis_wait > 0 && workloads.contains(&Workload::Write) {
             let store = redis_peer::RedisStore::connect_wait(
                 &set.primary,
@@ -625,7 +626,7 @@ async fn run_redis(
             .await?;
             let system = System::RedisWait(args.redis_wait);
             rows.extend(
-                run_workloads(args, system, Arc::new(store), &pids, &[Workload::Write]).await,
+                run_workloads(args, system, Arc::new(store), &pids, &[Workload::Write]).await?,
             );
         }
         say("redis: stopping");
