@@ -49,6 +49,7 @@ pub async fn get_replica(dir: Option<&Path>, out: Output, args: &KeyArgs, node: 
             value,
             version,
             coordinator: node,
+            receipt: None,
         }),
         Ok(_) => out.client_error(&ClientError::NotFound, obj),
         Err(e) => out.client_error(&e, obj),

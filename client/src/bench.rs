@@ -16,7 +16,7 @@ pub mod keys;
 use crate::cli::BenchArgs;
 use crate::client::Client;
 use crate::cluster_dir::ClusterDir;
-use crate::data_commands::{check_read_level, connect};
+use crate::data_commands::check_read_level;
 use crate::error::ClientError;
 use crate::output::Output;
 use hdrhistogram::Histogram;
@@ -695,7 +695,16 @@ pub async fn run_cli(dir: Option<&Path>, out: Output, args: BenchArgs) -> i32 {
         rate: args.rate,
     };
     let client = match options.validate() {
-        Ok(()) => connect(dir, &args.connect).await,
+        // The benchmark measures the cluster at the level asked: no session floors, and a
+        // timed-out write counts as an error instead of being retried.
+        Ok(()) => match crate::data_commands::client_config(dir, &args.connect) {
+            Ok(mut cfg) => {
+                cfg.session_keys = 0;
+                cfg.write_retries = 0;
+                Client::connect(cfg).await
+            }
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let client = match client {

@@ -28,6 +28,7 @@ Exit status:
   8   overloaded: the node is at its in-flight limit; retry later
   9   configuration: missing or broken cluster directory or certificates, no ringkv-node binary
   10  cannot reach the cluster
+  11  stale: no replica had the version this session already saw (nothing older was returned)
 
 The cluster directory is --cluster-dir, else $RINGKV_CLUSTER_DIR, else ~/.ringkv/cluster.
 RUST_LOG sets the log filter (default: warn); logs go to stderr.";
@@ -84,7 +85,7 @@ pub struct RepairArgs {
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
     /// Consistency level: ANY (writes only), ONE, TWO, THREE, QUORUM, LOCAL_ONE, LOCAL_QUORUM,
-    /// EACH_QUORUM, ALL (case-insensitive).
+    /// EACH_QUORUM, ALL, LINEARIZABLE (case-insensitive).
     #[arg(short = 'c', long, value_name = "LEVEL", default_value = "QUORUM", value_parser = parse_consistency)]
     pub consistency: Consistency,
     /// Longest one request may take, end to end, in milliseconds.
@@ -121,6 +122,25 @@ pub struct PutArgs {
     /// Connection and consistency.
     #[command(flatten)]
     pub connect: ConnectArgs,
+    /// Session and receipt.
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// Session guarantees and receipts of the data commands.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// Print which replicas acknowledged, were hinted, were stale and repaired, and the version.
+    #[arg(long)]
+    pub receipt: bool,
+    /// Keep the session (the newest version seen per key, for read-your-writes and monotonic
+    /// reads across commands) in this file. Default: `session.json` in the cluster directory
+    /// when one is used; with only --node, the session lasts one command.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_session")]
+    pub session: Option<PathBuf>,
+    /// No session guarantees: a read may return an older version than this session wrote or read.
+    #[arg(long)]
+    pub no_session: bool,
 }
 
 /// `ringkv get` and `ringkv delete`.
@@ -135,6 +155,9 @@ pub struct KeyArgs {
     /// Connection and consistency.
     #[command(flatten)]
     pub connect: ConnectArgs,
+    /// Session and receipt.
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 /// `ringkv cluster ...`.

@@ -1,16 +1,28 @@
 //! The client library: connects to a cluster through any seed node, learns its topology, and
 //! sends each request straight to a replica of the key (token-aware routing), which coordinates
 //! it at the requested consistency level.
+//!
+//! Beyond the level, a client gives three promises of its own:
+//! - **Session guarantees** (on unless [`ClientConfig::session_keys`] is 0): reads return nothing
+//!   older than what this client already wrote or read of the key (see [`crate::session`]).
+//! - **Safe retries**: every write carries a random op id; a write that ended ambiguously (a
+//!   timeout, a connection lost before the answer) is sent again with the same id up to
+//!   [`ClientConfig::write_retries`] times, and the cluster applies the op once, with the
+//!   version of its first attempt.
+//! - **Receipts** (with [`ClientConfig::receipts`]): every answer says which replicas
+//!   acknowledged, which were hinted, which were stale and repaired.
 
 use crate::error::ClientError;
+use crate::session::{Session, DEFAULT_SESSION_KEYS};
 use proto::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use proto::message::{NodeStatus, RepairReport, Topology};
+use proto::message::{NodeStatus, OpId, ReadOpts, Receipt, RepairReport, Topology, WriteOpts};
 use proto::tls::TlsMaterial;
 use proto::transport::{client_endpoint, Pool, TransportError};
 use proto::{Consistency, Request, Response, Version};
 use ring::{NodeId, Ring};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How to reach a cluster.
@@ -25,7 +37,34 @@ pub struct ClientConfig {
     /// The client's datacenter: coordinators there are preferred (LOCAL_* levels count replicas in
     /// the coordinator's datacenter). `None`: no preference.
     pub datacenter: Option<String>,
+    /// Keys the session remembers for read-your-writes and monotonic reads; 0 turns session
+    /// guarantees off.
+    pub session_keys: usize,
+    /// How many times a write that ended ambiguously is sent again (same op id, so it applies
+    /// once). Each attempt has the full `timeout`.
+    pub write_retries: u32,
+    /// Ask for a [`Receipt`] with every answer.
+    pub receipts: bool,
 }
+
+impl ClientConfig {
+    /// A configuration with the defaults: no datacenter preference, session guarantees on
+    /// ([`DEFAULT_SESSION_KEYS`] keys), 2 write retries, no receipts.
+    pub fn new(seeds: Vec<SocketAddr>, tls: TlsMaterial, timeout: Duration) -> ClientConfig {
+        ClientConfig {
+            seeds,
+            tls,
+            timeout,
+            datacenter: None,
+            session_keys: DEFAULT_SESSION_KEYS,
+            write_retries: DEFAULT_WRITE_RETRIES,
+            receipts: false,
+        }
+    }
+}
+
+/// Times an ambiguous write is retried by default.
+pub const DEFAULT_WRITE_RETRIES: u32 = 2;
 
 /// A successful write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +75,10 @@ pub struct WriteOutcome {
     pub acks: u32,
     /// The node that coordinated it.
     pub coordinator: NodeId,
+    /// Attempts it took (1 unless an ambiguous failure was retried with the same op id).
+    pub attempts: u32,
+    /// Where the write went, when [`ClientConfig::receipts`] is on.
+    pub receipt: Option<Receipt>,
 }
 
 /// A successful read of a present key.
@@ -47,6 +90,8 @@ pub struct ReadOutcome {
     pub version: Version,
     /// The node that coordinated it.
     pub coordinator: NodeId,
+    /// Which replicas answered, were stale, were repaired, when [`ClientConfig::receipts`] is on.
+    pub receipt: Option<Receipt>,
 }
 
 /// A connected client. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -57,6 +102,7 @@ pub struct Client {
     addrs: HashMap<NodeId, SocketAddr>,
     datacenters: HashMap<NodeId, String>,
     cfg: ClientConfig,
+    session: Option<Mutex<Session>>,
 }
 
 impl Client {
@@ -101,6 +147,7 @@ impl Client {
                 }
             }
         }
+        let session = (cfg.session_keys > 0).then(|| Mutex::new(Session::new(cfg.session_keys)));
         Ok(Client {
             pool,
             topology,
@@ -108,6 +155,7 @@ impl Client {
             addrs,
             datacenters,
             cfg,
+            session,
         })
     }
 
@@ -125,12 +173,21 @@ impl Client {
     ) -> Result<WriteOutcome, ClientError> {
         check_key(key)?;
         check_value(value)?;
-        let req = Request::Put {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            consistency,
-        };
-        self.write(key, req).await
+        self.write(key, Some(value), consistency, None).await
+    }
+
+    /// Writes `value` under `key` with `node` as the coordinator, instead of a replica chosen by
+    /// token-aware routing (tests, and fault tests that spread a key over coordinators).
+    pub async fn put_via(
+        &self,
+        node: NodeId,
+        key: &[u8],
+        value: &[u8],
+        consistency: Consistency,
+    ) -> Result<WriteOutcome, ClientError> {
+        check_key(key)?;
+        check_value(value)?;
+        self.write(key, Some(value), consistency, Some(node)).await
     }
 
     /// Deletes `key` (writes a tombstone).
@@ -140,26 +197,70 @@ impl Client {
         consistency: Consistency,
     ) -> Result<WriteOutcome, ClientError> {
         check_key(key)?;
-        self.write(
-            key,
-            Request::Delete {
-                key: key.to_vec(),
-                consistency,
-            },
-        )
-        .await
+        self.write(key, None, consistency, None).await
     }
 
-    async fn write(&self, key: &[u8], req: Request) -> Result<WriteOutcome, ClientError> {
-        let (coordinator, resp) = self.send(key, req).await?;
-        match resp {
-            Response::Written { version, acks } => Ok(WriteOutcome {
-                version,
-                acks,
-                coordinator,
-            }),
-            Response::Error(e) => Err(e.into()),
-            other => Err(unexpected(other)),
+    /// A put (`value` is `Some`) or delete, retried with the same op id while it ends ambiguously.
+    async fn write(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        consistency: Consistency,
+        via: Option<NodeId>,
+    ) -> Result<WriteOutcome, ClientError> {
+        let op: OpId = rand::random();
+        let mut opts = WriteOpts {
+            op: Some(op),
+            retry: false,
+            after: self.session_floor(key),
+            receipt: self.cfg.receipts,
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let req = match value {
+                Some(v) => Request::Put {
+                    key: key.to_vec(),
+                    value: v.to_vec(),
+                    consistency,
+                    opts,
+                },
+                None => Request::Delete {
+                    key: key.to_vec(),
+                    consistency,
+                    opts,
+                },
+            };
+            let sent = match via {
+                Some(node) => self.send_via(node, req).await,
+                None => self.send(key, req).await,
+            };
+            let res = sent.and_then(|(coordinator, resp)| match resp {
+                Response::Written {
+                    version,
+                    acks,
+                    receipt,
+                } => Ok(WriteOutcome {
+                    version,
+                    acks,
+                    coordinator,
+                    attempts,
+                    receipt: receipt.map(|r| *r),
+                }),
+                Response::Error(e) => Err(e.into()),
+                other => Err(unexpected(other)),
+            });
+            match res {
+                Ok(w) => {
+                    self.session_observe(key, w.version);
+                    return Ok(w);
+                }
+                Err(e @ ClientError::Timeout { .. }) if attempts <= self.cfg.write_retries => {
+                    tracing::debug!(error = %e, attempts, "write ended ambiguously; retrying the same op");
+                    opts.retry = true;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -170,29 +271,9 @@ impl Client {
         consistency: Consistency,
     ) -> Result<ReadOutcome, ClientError> {
         check_key(key)?;
-        let (coordinator, resp) = self
-            .send(
-                key,
-                Request::Get {
-                    key: key.to_vec(),
-                    consistency,
-                },
-            )
-            .await?;
-        match resp {
-            Response::Value {
-                value: Some(value),
-                version: Some(version),
-                ..
-            } => Ok(ReadOutcome {
-                value,
-                version,
-                coordinator,
-            }),
-            Response::Value { .. } => Err(ClientError::NotFound),
-            Response::Error(e) => Err(e.into()),
-            other => Err(unexpected(other)),
-        }
+        let req = self.get_request(key, consistency);
+        let sent = self.send(key, req).await;
+        self.read_outcome(key, sent)
     }
 
     /// Reads `key` with `node` as the coordinator, instead of a replica chosen by token-aware
@@ -204,26 +285,97 @@ impl Client {
         consistency: Consistency,
     ) -> Result<ReadOutcome, ClientError> {
         check_key(key)?;
+        let req = self.get_request(key, consistency);
+        let sent = self.send_via(node, req).await;
+        self.read_outcome(key, sent)
+    }
+
+    fn get_request(&self, key: &[u8], consistency: Consistency) -> Request {
+        Request::Get {
+            key: key.to_vec(),
+            consistency,
+            opts: ReadOpts {
+                min_version: self.session_floor(key),
+                receipt: self.cfg.receipts,
+            },
+        }
+    }
+
+    fn read_outcome(
+        &self,
+        key: &[u8],
+        sent: Result<(NodeId, Response), ClientError>,
+    ) -> Result<ReadOutcome, ClientError> {
+        let (coordinator, resp) = sent?;
+        match resp {
+            Response::Value {
+                value,
+                version,
+                receipt,
+                ..
+            } => {
+                // A tombstone's version counts too: the session must not read the key back
+                // from before its delete.
+                if let Some(v) = version {
+                    self.session_observe(key, v);
+                }
+                match (value, version) {
+                    (Some(value), Some(version)) => Ok(ReadOutcome {
+                        value,
+                        version,
+                        coordinator,
+                        receipt: receipt.map(|r| *r),
+                    }),
+                    _ => Err(ClientError::NotFound),
+                }
+            }
+            Response::Error(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The newest version of `key` this client's session has seen.
+    pub fn session_floor(&self, key: &[u8]) -> Option<Version> {
+        self.session
+            .as_ref()
+            .and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).floor(key))
+    }
+
+    fn session_observe(&self, key: &[u8], version: Version) {
+        if let Some(s) = &self.session {
+            s.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe(key, version);
+        }
+    }
+
+    /// A copy of the session's memory (`None` when session guarantees are off), to keep it
+    /// beyond this client (see [`Session::save`]).
+    pub fn session(&self) -> Option<Session> {
+        self.session
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Continues a session kept from an earlier client (no effect when sessions are off).
+    pub fn resume_session(&self, saved: Session) {
+        if let Some(s) = &self.session {
+            *s.lock().unwrap_or_else(|p| p.into_inner()) = saved;
+        }
+    }
+
+    /// Sends one request to `node` as the coordinator.
+    async fn send_via(
+        &self,
+        node: NodeId,
+        req: Request,
+    ) -> Result<(NodeId, Response), ClientError> {
         let addr = *self
             .addrs
             .get(&node)
             .ok_or_else(|| ClientError::Config(format!("no node {node}")))?;
-        let req = Request::Get {
-            key: key.to_vec(),
-            consistency,
-        };
         match self.call(addr, req, self.cfg.timeout).await {
-            Ok(Response::Value {
-                value: Some(value),
-                version: Some(version),
-                ..
-            }) => Ok(ReadOutcome {
-                value,
-                version,
-                coordinator: node,
-            }),
-            Ok(Response::Value { .. }) => Err(ClientError::NotFound),
-            Ok(other) => Err(unexpected(other)),
+            Ok(resp) => Ok((node, resp)),
             Err(e) => Err(transport_error(e)),
         }
     }
@@ -453,11 +605,13 @@ pub fn transport_error(e: TransportError) -> ClientError {
             message: format!("no reply from coordinator {addr} in time; a write may or may not have been applied"),
             acks: 0,
             required: 0,
+            receipt: None,
         },
         TransportError::Closed(addr) => ClientError::Timeout {
             message: format!("connection to coordinator {addr} closed before the reply; a write may or may not have been applied"),
             acks: 0,
             required: 0,
+            receipt: None,
         },
         TransportError::Connect { addr, reason } if reason.contains("certificate") || reason.contains("crypto") => {
             ClientError::Unauthorized(format!("{addr}: {reason}"))

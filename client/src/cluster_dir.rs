@@ -654,12 +654,9 @@ impl ClusterDir {
         datacenter: Option<String>,
     ) -> Result<ClientConfig, ClientError> {
         let file = self.load()?;
-        Ok(ClientConfig {
-            seeds: file.addresses(),
-            tls: self.client_tls(&file)?,
-            timeout,
-            datacenter,
-        })
+        let mut cfg = ClientConfig::new(file.addresses(), self.client_tls(&file)?, timeout);
+        cfg.datacenter = datacenter;
+        Ok(cfg)
     }
 
     /// Creates a new cluster here: plans it (picking free ports when `base_port` is 0), then

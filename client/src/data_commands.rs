@@ -2,19 +2,21 @@
 //! configuration from the cluster directory or explicit flags, send one request, and print the
 //! outcome as text or JSON with the documented exit status.
 
-use crate::cli::{ConnectArgs, KeyArgs, PutArgs};
+use crate::cli::{ConnectArgs, KeyArgs, PutArgs, SessionArgs};
 use crate::client::{check_key, check_value, Client, ClientConfig, ReadOutcome, WriteOutcome};
 use crate::cluster_dir::ClusterDir;
 use crate::error::ClientError;
 use crate::output::Output;
+use crate::session::{Session, DEFAULT_SESSION_KEYS};
 use proto::limits::MAX_VALUE_BYTES;
+use proto::message::Receipt;
 use proto::tls::TlsMaterial;
 use proto::{Consistency, Version};
 use serde_json::{json, Map, Value};
 use std::ffi::OsStr;
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `ringkv put KEY [VALUE] [--file PATH]`.
@@ -24,8 +26,11 @@ pub async fn put(dir: Option<&Path>, out: Output, args: PutArgs) -> i32 {
         check_key(key)?;
         let value = read_value(args.value.as_deref(), args.file.as_deref())?;
         check_value(&value)?;
-        let client = connect(dir, &args.connect).await?;
-        client.put(key, &value, args.connect.consistency).await
+        let session = SessionScope::open(dir, &args.connect, &args.session)?;
+        let client = session.connect(dir, &args.connect, &args.session).await?;
+        let res = client.put(key, &value, args.connect.consistency).await;
+        session.save(&client);
+        res
     }
     .await;
     report_write(out, "put", key, result)
@@ -36,12 +41,88 @@ pub async fn delete(dir: Option<&Path>, out: Output, args: KeyArgs) -> i32 {
     let key = args.key.as_bytes();
     let result = async {
         check_key(key)?;
-        let client = connect(dir, &args.connect).await?;
-        client.delete(key, args.connect.consistency).await
+        let session = SessionScope::open(dir, &args.connect, &args.session)?;
+        let client = session.connect(dir, &args.connect, &args.session).await?;
+        let res = client.delete(key, args.connect.consistency).await;
+        session.save(&client);
+        res
     }
     .await;
     report_write(out, "delete", key, result)
 }
+
+/// The session one data command continues: by default kept in `session.json` of the cluster
+/// directory, so successive commands read their own writes at any level.
+struct SessionScope {
+    /// Where the session is kept between commands (`None`: it lasts this command).
+    file: Option<PathBuf>,
+    /// What the file held when the command started.
+    saved: Option<Session>,
+}
+
+impl SessionScope {
+    /// Finds and reads the session file; a file that cannot be read is a configuration error
+    /// (nothing is sent).
+    fn open(
+        dir: Option<&Path>,
+        connect: &ConnectArgs,
+        args: &SessionArgs,
+    ) -> Result<SessionScope, ClientError> {
+        let explicit_tls = connect.tls_ca.is_some() && !connect.nodes.is_empty();
+        let file = match (&args.session, args.no_session) {
+            (_, true) => None,
+            (Some(path), false) => Some(path.clone()),
+            (None, false) if explicit_tls => None,
+            (None, false) => ClusterDir::resolve(dir)
+                .ok()
+                .filter(|c| c.root().is_dir())
+                .map(|c| c.root().join(SESSION_FILE)),
+        };
+        let saved = match &file {
+            Some(path) => Some(
+                Session::load(path, DEFAULT_SESSION_KEYS)
+                    .map_err(|e| ClientError::Config(format!("session file {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(SessionScope { file, saved })
+    }
+
+    /// Connects with the session (or without, with --no-session) and receipts as asked.
+    async fn connect(
+        &self,
+        dir: Option<&Path>,
+        connect: &ConnectArgs,
+        args: &SessionArgs,
+    ) -> Result<Client, ClientError> {
+        let mut cfg = client_config(dir, connect)?;
+        cfg.receipts = args.receipt;
+        if args.no_session {
+            cfg.session_keys = 0;
+        }
+        let client = Client::connect(cfg).await?;
+        if let Some(saved) = &self.saved {
+            client.resume_session(saved.clone());
+        }
+        Ok(client)
+    }
+
+    /// Keeps what the command saw for the next one. A session that cannot be saved costs only
+    /// the guarantee across commands: a warning, not a failure.
+    fn save(&self, client: &Client) {
+        if let (Some(path), Some(session)) = (&self.file, client.session()) {
+            if let Err(e) = session.save(path) {
+                eprintln!(
+                    "warning: cannot save the session to {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// The session file's name in the cluster directory.
+pub const SESSION_FILE: &str = "session.json";
 
 /// `ringkv get KEY`.
 pub async fn get(dir: Option<&Path>, out: Output, args: KeyArgs) -> i32 {
@@ -53,8 +134,11 @@ pub async fn get(dir: Option<&Path>, out: Output, args: KeyArgs) -> i32 {
     let result = async {
         check_key(key)?;
         check_read_level(level)?;
-        let client = connect(dir, &args.connect).await?;
-        client.get(key, level).await
+        let session = SessionScope::open(dir, &args.connect, &args.session)?;
+        let client = session.connect(dir, &args.connect, &args.session).await?;
+        let res = client.get(key, level).await;
+        session.save(&client);
+        res
     }
     .await;
     match result {
@@ -66,12 +150,85 @@ pub async fn get(dir: Option<&Path>, out: Output, args: KeyArgs) -> i32 {
                 Err(_) => obj.insert("value_hex".into(), json!(hex(&read.value))),
             };
             insert_version(&mut obj, read.version, read.coordinator);
+            if let Some(r) = &read.receipt {
+                obj.insert("receipt".into(), receipt_json(r));
+            }
             out.print_json(&Value::Object(obj));
             0
         }
-        Ok(read) => print_value(&read),
-        Err(e) => out.client_error(&e, base("get", key)),
+        Ok(read) => {
+            // The value goes to stdout untouched; the receipt to stderr.
+            if let Some(r) = &read.receipt {
+                eprintln!("receipt: {}", receipt_text(r));
+            }
+            print_value(&read)
+        }
+        Err(e) => report_error(out, "get", key, &e),
     }
+}
+
+/// Reports a failed data command, with the receipt a timeout carries.
+fn report_error(out: Output, op: &str, key: &[u8], e: &ClientError) -> i32 {
+    let mut obj = base(op, key);
+    if let ClientError::Timeout {
+        receipt: Some(r), ..
+    } = e
+    {
+        if out.json {
+            obj.insert("receipt".into(), receipt_json(r));
+        } else {
+            eprintln!("receipt: {}", receipt_text(r));
+        }
+    }
+    out.client_error(e, obj)
+}
+
+fn ids(nodes: &[ring::NodeId]) -> String {
+    if nodes.is_empty() {
+        "-".into()
+    } else {
+        nodes
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// One line: the version, then who acked, was hinted, failed, was stale and was repaired.
+pub fn receipt_text(r: &Receipt) -> String {
+    let mut parts = vec![format!(
+        "version {}",
+        r.version.map_or("none".to_string(), |v| v.to_string())
+    )];
+    parts.push(format!("acked {}", ids(&r.acked)));
+    parts.push(format!("hinted {}", ids(&r.hinted)));
+    parts.push(format!("failed {}", ids(&r.failed)));
+    if !r.stale.is_empty() || !r.repaired.is_empty() {
+        parts.push(format!("stale {}", ids(&r.stale)));
+        parts.push(format!("repaired {}", ids(&r.repaired)));
+    }
+    if !r.version_from.is_empty() {
+        parts.push(format!("version asked of {}", ids(&r.version_from)));
+    }
+    if r.reused_op {
+        parts.push("version reused from an earlier attempt of this op".into());
+    }
+    parts.join("; ")
+}
+
+/// The receipt as a JSON object.
+pub fn receipt_json(r: &Receipt) -> Value {
+    json!({
+        "version": r.version.map(|v| v.to_string()),
+        "acked": r.acked,
+        "hinted": r.hinted,
+        "failed": r.failed,
+        "stale": r.stale,
+        "repaired": r.repaired,
+        "version_from": r.version_from,
+        "reused_op": r.reused_op,
+    })
 }
 
 /// Refuses a level reads cannot use, before connecting.
@@ -97,12 +254,9 @@ pub fn client_config(dir: Option<&Path>, args: &ConnectArgs) -> Result<ClientCon
         _ => None,
     };
     if let (Some(tls), false) = (&tls, args.nodes.is_empty()) {
-        return Ok(ClientConfig {
-            seeds: args.nodes.clone(),
-            tls: tls.clone(),
-            timeout,
-            datacenter,
-        });
+        let mut cfg = ClientConfig::new(args.nodes.clone(), tls.clone(), timeout);
+        cfg.datacenter = datacenter;
+        return Ok(cfg);
     }
     let cluster = ClusterDir::resolve(dir)?;
     let file = cluster.load()?;
@@ -115,12 +269,9 @@ pub fn client_config(dir: Option<&Path>, args: &ConnectArgs) -> Result<ClientCon
     } else {
         args.nodes.clone()
     };
-    Ok(ClientConfig {
-        seeds,
-        tls,
-        timeout,
-        datacenter,
-    })
+    let mut cfg = ClientConfig::new(seeds, tls, timeout);
+    cfg.datacenter = datacenter;
+    Ok(cfg)
 }
 
 /// Connects a client as the flags say.
@@ -170,7 +321,11 @@ fn report_write(
             let mut obj = base(op, key);
             obj.insert("ok".into(), json!(true));
             obj.insert("acks".into(), json!(w.acks));
+            obj.insert("attempts".into(), json!(w.attempts));
             insert_version(&mut obj, w.version, w.coordinator);
+            if let Some(r) = &w.receipt {
+                obj.insert("receipt".into(), receipt_json(r));
+            }
             out.print_json(&Value::Object(obj));
             0
         }
@@ -179,9 +334,12 @@ fn report_write(
                 "OK (version {}, {} acks, coordinator node {})",
                 w.version, w.acks, w.coordinator
             );
+            if let Some(r) = &w.receipt {
+                println!("receipt: {}", receipt_text(r));
+            }
             0
         }
-        Err(e) => out.client_error(&e, base(op, key)),
+        Err(e) => report_error(out, op, key, &e),
     }
 }
 

@@ -21,7 +21,13 @@ pub enum ClientError {
         message: String,
         acks: u32,
         required: u32,
+        /// Which replicas acked, were hinted or failed, when receipts were asked for.
+        receipt: Option<Box<proto::message::Receipt>>,
     },
+    /// A read found no replica with the version this session already saw (read-your-writes,
+    /// monotonic reads): nothing older was returned.
+    #[error("stale: {0}")]
+    Stale(String),
     /// The request was refused as invalid (too large, wrong level for the operation).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -54,6 +60,7 @@ impl ClientError {
             ClientError::Overloaded(_) => 8,
             ClientError::Config(_) => 9,
             ClientError::Connect(_) => 10,
+            ClientError::Stale(_) => 11,
             ClientError::Server(_) => 1,
         }
     }
@@ -69,6 +76,7 @@ impl ClientError {
             ClientError::Overloaded(_) => "Overloaded",
             ClientError::Config(_) => "Config",
             ClientError::Connect(_) => "Connect",
+            ClientError::Stale(_) => "Stale",
             ClientError::Server(_) => "Server",
         }
     }
@@ -86,7 +94,9 @@ impl From<ErrorReply> for ClientError {
                 message: e.message,
                 acks: e.acks,
                 required: e.required,
+                receipt: e.receipt,
             },
+            ErrorCode::Stale => ClientError::Stale(e.message),
             ErrorCode::InvalidRequest => ClientError::InvalidRequest(e.message),
             ErrorCode::Unauthorized => ClientError::Unauthorized(e.message),
             ErrorCode::Overloaded => ClientError::Overloaded(e.message),

@@ -192,12 +192,7 @@ impl LocalCluster {
     /// A client configuration for this cluster (every node a seed).
     pub fn client_config(&self, timeout: Duration) -> Result<ClientConfig, ClusterError> {
         let tls = self.dir.client_tls(&self.file)?;
-        Ok(ClientConfig {
-            seeds: self.file.addresses(),
-            tls,
-            timeout,
-            datacenter: None,
-        })
+        Ok(ClientConfig::new(self.file.addresses(), tls, timeout))
     }
 
     /// A connected client with a 5 s request timeout.

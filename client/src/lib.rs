@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //! - [`client`]: [`Client`], [`ClientConfig`], token-aware routing, request size checks.
+//! - [`session`]: [`session::Session`], the per-key versions behind read-your-writes and
+//!   monotonic reads, and its file form for the CLI.
 //! - [`error`]: [`ClientError`], with a stable CLI exit status per kind.
 //! - [`cluster_dir`]: the cluster directory (`cluster.toml`, certificates, per-node
 //!   `node.toml`): planning a layout, writing it, loading it, [`ClusterError`].
@@ -32,6 +34,7 @@ pub mod data_commands;
 pub mod error;
 pub mod launcher;
 pub mod output;
+pub mod session;
 
 pub use client::{Client, ClientConfig, ReadOutcome, WriteOutcome};
 pub use cluster_dir::{ClusterDir, ClusterError, CreateOptions};

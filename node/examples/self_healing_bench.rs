@@ -757,6 +757,7 @@ async fn hints_phase(
                     key: hint_key(i),
                     value: value_bytes(i, len),
                     consistency: Consistency::One,
+                    opts: Default::default(),
                 };
                 matches!(
                     pool.call(addr, req, OP_TIMEOUT).await,
@@ -933,12 +934,14 @@ async fn run_load(
                     Request::Get {
                         key: data_key(i),
                         consistency: Consistency::Quorum,
+                        opts: Default::default(),
                     }
                 } else {
                     Request::Put {
                         key: data_key(i),
                         value: value_bytes(i.wrapping_add(rng.gen()), len),
                         consistency: Consistency::Quorum,
+                        opts: Default::default(),
                     }
                 };
                 let t0 = Instant::now();

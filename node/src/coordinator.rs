@@ -7,6 +7,7 @@
 use crate::levels::{LevelError, Requirement};
 use crate::node::Node;
 use proto::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use proto::message::{ReadOpts, Receipt, WriteOpts};
 use proto::{Consistency, ErrorCode, ErrorReply, Record, Request, Response, Version};
 use ring::NodeId;
 use std::sync::Arc;
@@ -18,12 +19,31 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
 }
 
 fn counted(code: ErrorCode, message: String, acks: usize, required: usize) -> Response {
-    Response::Error(ErrorReply {
+    Response::Error(counted_reply(code, message, acks, required))
+}
+
+fn counted_reply(code: ErrorCode, message: String, acks: usize, required: usize) -> ErrorReply {
+    ErrorReply {
         code,
         message,
         acks: acks as u32,
         required: required as u32,
-    })
+        receipt: None,
+    }
+}
+
+fn fill_write_receipt(
+    mut r: Receipt,
+    version: Version,
+    acked: &[NodeId],
+    hinted: &[NodeId],
+    failed: &[NodeId],
+) -> Box<Receipt> {
+    r.version = Some(version);
+    r.acked = acked.to_vec();
+    r.hinted = hinted.to_vec();
+    r.failed = failed.to_vec();
+    Box::new(r)
 }
 
 fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<(), Response> {
@@ -58,8 +78,9 @@ type ReplicaResult<T> = (NodeId, Result<T, String>);
 
 /// How one replica write ended.
 enum WriteAck {
-    /// The replica stored it (or already had something newer).
-    Acked,
+    /// The replica stored it (or already had something newer); `Some`: it had already stored
+    /// the same op under this (other) version and applied nothing.
+    Acked(Option<Version>),
     /// The replica failed; a hint for it is stored here.
     Hinted(String),
     /// The replica failed and no hint could be stored.
@@ -111,6 +132,7 @@ impl Node {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
         level: Consistency,
+        opts: WriteOpts,
         deadline: Instant,
     ) -> Response {
         if let Err(resp) = check_sizes(&key, value.as_deref()) {
@@ -120,16 +142,21 @@ impl Node {
             Ok(p) => p,
             Err(resp) => return resp,
         };
-        let version = Version {
-            hlc: self.clock.now(),
-            node: self.id,
+        let key = Arc::new(key);
+        let mut receipt = opts.receipt.then(Receipt::default);
+        let version = match self
+            .write_version(&key, level, &req, &alive, &opts, deadline, &mut receipt)
+            .await
+        {
+            Ok(v) => v,
+            Err(resp) => return resp,
         };
         let record = Record { version, value };
-        let key = Arc::new(key);
         // Replicas known down get a hint now; the others are sent the write, and get a hint if
         // they fail or do not answer in time.
         // Hints for replicas known down are written off the request path, in one task; only ANY
-        // with no live replica waits for them, since a hint is then the write's only copy.
+        // with no live replica waits for them, since a hint is then the write's only copy (and a
+        // receipt, which names them).
         let down: Vec<NodeId> = self
             .ring
             .replicas_for_key(&key)
@@ -137,13 +164,13 @@ impl Node {
             .copied()
             .filter(|r| !alive.contains(r))
             .collect();
-        let hinting = (!down.is_empty()).then(|| {
+        let mut hinting = (!down.is_empty()).then(|| {
             let (node, key, record) = (self.clone(), key.clone(), record.clone());
             tokio::spawn(async move {
-                let mut hinted = 0usize;
+                let mut hinted = Vec::new();
                 for replica in down {
                     if node.store_hint(replica, key.to_vec(), record.clone()).await {
-                        hinted += 1;
+                        hinted.push(replica);
                     }
                 }
                 hinted
@@ -152,12 +179,13 @@ impl Node {
         let (tx, mut rx) = mpsc::channel::<(NodeId, WriteAck)>(alive.len().max(1));
         for &replica in &alive {
             let (node, key, record, tx) = (self.clone(), key.clone(), record.clone(), tx.clone());
+            let op = opts.op;
             tokio::spawn(async move {
                 let res = node
-                    .write_to(replica, key.to_vec(), record.clone(), deadline)
+                    .write_to(replica, key.to_vec(), record.clone(), op, deadline)
                     .await;
                 let res = match res {
-                    Ok(_) => WriteAck::Acked,
+                    Ok(duplicate) => WriteAck::Acked(duplicate),
                     Err(e) if node.store_hint(replica, key.to_vec(), record).await => {
                         WriteAck::Hinted(e)
                     }
@@ -167,44 +195,70 @@ impl Node {
             });
         }
         drop(tx);
-        if level == Consistency::Any && alive.is_empty() {
-            let hinted = match hinting {
-                Some(task) => task.await.unwrap_or(0),
-                None => 0,
-            };
-            if hinted > 0 {
-                return Response::Written { version, acks: 0 };
+        let mut hinted_down = Vec::new();
+        if (level == Consistency::Any && alive.is_empty()) || receipt.is_some() {
+            if let Some(task) = hinting.take() {
+                hinted_down = task.await.unwrap_or_default();
             }
         }
         let mut acked = Vec::with_capacity(alive.len());
+        let mut hinted = hinted_down.clone();
+        let mut failed = Vec::new();
+        // When every ack says the op was already stored under another version (a retry that
+        // reached no node remembering it, while the replicas do), that version is the write's.
+        let mut duplicate_of: Option<Version> = None;
+        let mut fresh_acks = 0usize;
+        let written = |acked: &[NodeId],
+                       hinted: &[NodeId],
+                       failed: &[NodeId],
+                       receipt: Option<Receipt>,
+                       stored_as: Version| {
+            Response::Written {
+                version: stored_as,
+                acks: acked.len() as u32,
+                receipt: receipt.map(|r| fill_write_receipt(r, stored_as, acked, hinted, failed)),
+            }
+        };
+        if level == Consistency::Any && alive.is_empty() && !hinted_down.is_empty() {
+            return written(&acked, &hinted, &failed, receipt, version);
+        }
         let mut failures = Vec::new();
         let deadline_tokio = tokio::time::Instant::from_std(deadline);
         while let Ok(Some((replica, res))) =
             tokio::time::timeout_at(deadline_tokio, rx.recv()).await
         {
             match res {
-                WriteAck::Acked => {
+                WriteAck::Acked(duplicate) => {
                     acked.push(replica);
+                    match duplicate {
+                        Some(v) => duplicate_of = duplicate_of.max(Some(v)),
+                        None => fresh_acks += 1,
+                    }
+                    let stored_as = match duplicate_of {
+                        Some(v) if fresh_acks == 0 => v,
+                        _ => version,
+                    };
                     // When this node is a live replica, its own copy is also awaited (it is the
                     // fastest, with no network): a read at any level through the same
                     // coordinator, which reads itself first, then sees the write.
                     let local_done = !alive.contains(&self.id) || acked.contains(&self.id);
                     if req.met_by(&acked) && local_done {
-                        return Response::Written {
-                            version,
-                            acks: acked.len() as u32,
-                        };
+                        return written(&acked, &hinted, &failed, receipt, stored_as);
                     }
                 }
                 // ANY counts a durable hint as the write being stored; no other level does.
                 WriteAck::Hinted(_) if level == Consistency::Any => {
-                    return Response::Written {
-                        version,
-                        acks: acked.len() as u32,
-                    };
+                    hinted.push(replica);
+                    return written(&acked, &hinted, &failed, receipt, version);
                 }
-                WriteAck::Hinted(e) => failures.push(format!("node {replica}: {e} (hinted)")),
-                WriteAck::Failed(e) => failures.push(format!("node {replica}: {e}")),
+                WriteAck::Hinted(e) => {
+                    hinted.push(replica);
+                    failures.push(format!("node {replica}: {e} (hinted)"));
+                }
+                WriteAck::Failed(e) => {
+                    failed.push(replica);
+                    failures.push(format!("node {replica}: {e}"));
+                }
             }
         }
         let detail = if failures.is_empty() {
@@ -212,7 +266,7 @@ impl Node {
         } else {
             format!(" ({})", failures.join("; "))
         };
-        counted(
+        let mut reply = counted_reply(
             ErrorCode::Timeout,
             format!(
                 "{level} write: {} of {} required replica acks in time{detail}; the write may or may not be visible",
@@ -221,30 +275,209 @@ impl Node {
             ),
             acked.len(),
             req.total_needed(),
-        )
+        );
+        reply.receipt = receipt.map(|r| fill_write_receipt(r, version, &acked, &hinted, &failed));
+        Response::Error(reply)
     }
 
-    /// Sends one record to one replica (this node writes locally).
+    /// The version a write is stamped with.
+    ///
+    /// - An op this node already versioned, or (on a retry) one any live replica stored, keeps
+    ///   its first version: a retry never creates a second one.
+    /// - LINEARIZABLE first asks a majority for the key's highest version (phase one of the
+    ///   quorum register) and stamps above it, whatever this node's clock says.
+    /// - A session's floor (`opts.after`) is likewise exceeded.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_version(
+        self: &Arc<Self>,
+        key: &Arc<Vec<u8>>,
+        level: Consistency,
+        req: &Requirement,
+        alive: &[NodeId],
+        opts: &WriteOpts,
+        deadline: Instant,
+        receipt: &mut Option<Receipt>,
+    ) -> Result<Version, Response> {
+        if let Some(op) = opts.op {
+            let mut known = self.ops.lock().unwrap_or_else(|p| p.into_inner()).get(op);
+            if known.is_none() && opts.retry {
+                known = self.lookup_op(op, alive, deadline).await;
+            }
+            if let Some(v) = known {
+                self.ops
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(op, v);
+                if let Some(r) = receipt {
+                    r.reused_op = true;
+                }
+                return Ok(v);
+            }
+        }
+        let mut floor = opts.after;
+        if level == Consistency::Linearizable {
+            let (highest, from) = self.highest_version(key, req, alive, deadline).await?;
+            floor = floor.max(highest);
+            if let Some(r) = receipt {
+                r.version_from = from;
+            }
+        }
+        if let Some(f) = floor {
+            // Moves this node's clock past the floor, so the stamp below exceeds it.
+            if let Err(e) = self.clock.observe(f.hlc) {
+                return Err(error(
+                    ErrorCode::ClockSkew,
+                    format!("the key's newest known version {f} is ahead of this node's clock ({e}); nothing was written"),
+                ));
+            }
+        }
+        let version = Version {
+            hlc: self.clock.now(),
+            node: self.id,
+        };
+        Ok(match opts.op {
+            // Another attempt of the same op may have been versioned meanwhile: keep the first.
+            Some(op) => {
+                let first = self
+                    .ops
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(op, version);
+                if first != version {
+                    if let Some(r) = receipt {
+                        r.reused_op = true;
+                    }
+                }
+                first
+            }
+            None => version,
+        })
+    }
+
+    /// Asks every live replica but this node whether it stored `op`; the newest version any
+    /// remembers. Waits at most half the time left, so a silent peer cannot eat the write's
+    /// budget.
+    async fn lookup_op(
+        self: &Arc<Self>,
+        op: proto::message::OpId,
+        alive: &[NodeId],
+        deadline: Instant,
+    ) -> Option<Version> {
+        let peers: Vec<NodeId> = alive.iter().copied().filter(|r| *r != self.id).collect();
+        let now = Instant::now();
+        let until = now + deadline.saturating_duration_since(now) / 2;
+        let asks = peers.into_iter().map(|peer| {
+            let node = self.clone();
+            async move {
+                match node.call_peer(peer, Request::OpLookup { op }, until).await {
+                    Ok(Response::OpVersion { version }) => version,
+                    _ => None,
+                }
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .max()
+    }
+
+    /// Phase one of a LINEARIZABLE write: the highest version of `key` among a majority of its
+    /// replicas, and which replicas answered. Fails (nothing written) when no majority answers.
+    async fn highest_version(
+        self: &Arc<Self>,
+        key: &Arc<Vec<u8>>,
+        req: &Requirement,
+        alive: &[NodeId],
+        deadline: Instant,
+    ) -> Result<(Option<Version>, Vec<NodeId>), Response> {
+        let (tx, mut rx) = mpsc::channel::<ReplicaResult<Option<Version>>>(alive.len().max(1));
+        for &replica in alive {
+            let (node, key, tx) = (self.clone(), key.clone(), tx.clone());
+            tokio::spawn(async move {
+                let res = node.version_at(replica, key.to_vec(), deadline).await;
+                let _ = tx.send((replica, res)).await;
+            });
+        }
+        drop(tx);
+        let mut answered = Vec::new();
+        let mut highest = None;
+        let mut failures = Vec::new();
+        let deadline_tokio = tokio::time::Instant::from_std(deadline);
+        while let Ok(Some((replica, res))) =
+            tokio::time::timeout_at(deadline_tokio, rx.recv()).await
+        {
+            match res {
+                Ok(v) => {
+                    answered.push(replica);
+                    highest = highest.max(v);
+                    if req.met_by(&answered) {
+                        return Ok((highest, answered));
+                    }
+                }
+                Err(e) => failures.push(format!("node {replica}: {e}")),
+            }
+        }
+        let detail = if failures.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", failures.join("; "))
+        };
+        Err(counted(
+            ErrorCode::Timeout,
+            format!(
+                "LINEARIZABLE write: {} of {} required replicas answered the version query in time{detail}; nothing was written",
+                answered.len(),
+                req.total_needed()
+            ),
+            answered.len(),
+            req.total_needed(),
+        ))
+    }
+
+    /// The version of one replica's record of `key` (this node reads locally).
+    async fn version_at(
+        &self,
+        replica: NodeId,
+        key: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Option<Version>, String> {
+        if replica == self.id {
+            return self
+                .store
+                .get(key)
+                .await
+                .map(|r| r.map(|r| r.version))
+                .map_err(|e| e.to_string());
+        }
+        match self
+            .call_peer(replica, Request::ReplicaVersion { key }, deadline)
+            .await?
+        {
+            Response::ReplicaVersion { version } => Ok(version),
+            Response::Error(e) => Err(e.to_string()),
+            other => Err(format!("unexpected reply {other:?}")),
+        }
+    }
+
+    /// Sends one record to one replica (this node writes locally). `Ok(Some(v))`: the replica
+    /// had already stored the op `op` as version `v`, and applied nothing.
     pub async fn write_to(
         &self,
         replica: NodeId,
         key: Vec<u8>,
         record: Record,
+        op: Option<proto::message::OpId>,
         deadline: Instant,
-    ) -> Result<bool, String> {
+    ) -> Result<Option<Version>, String> {
         if replica == self.id {
-            return self
-                .store
-                .apply(key, record)
-                .await
-                .map(|a| a.stored())
-                .map_err(|e| e.to_string());
+            return self.apply_local(key, record, op).await.map(|(_, d)| d);
         }
         match self
-            .call_peer(replica, Request::ReplicaWrite { key, record }, deadline)
+            .call_peer(replica, Request::ReplicaWrite { key, record, op }, deadline)
             .await?
         {
-            Response::ReplicaAck { applied } => Ok(applied),
+            Response::ReplicaAck { duplicate, .. } => Ok(duplicate),
             Response::Error(e) => Err(e.to_string()),
             other => Err(format!("unexpected reply {other:?}")),
         }
@@ -319,11 +552,14 @@ impl Node {
     }
 
     /// Coordinates a get: asks the fewest replicas that can meet the level, asks a spare replica
-    /// for each one that fails, and answers with the newest version among the replies.
+    /// for each one that fails, and answers with the newest version among the replies. With a
+    /// session floor (`opts.min_version`), an answer older than the floor is never returned: the
+    /// remaining replicas are asked too, and if none has it the read fails with `Stale`.
     pub async fn coordinate_read(
         self: &Arc<Self>,
         key: Vec<u8>,
         level: Consistency,
+        opts: ReadOpts,
         deadline: Instant,
     ) -> Response {
         if let Err(resp) = check_sizes(&key, None) {
@@ -345,11 +581,20 @@ impl Node {
                 let _ = tx.send((replica, res)).await;
             });
         };
+        // A tombstone the session saw may since have been purged everywhere: then "no record"
+        // is as new as it.
+        let purge_cutoff = self.purge_cutoff();
+        let fresh_enough = |newest: &Option<Record>| match (opts.min_version, newest) {
+            (None, _) => true,
+            (Some(min), Some(r)) => r.version >= min,
+            (Some(min), None) => min.hlc < purge_cutoff,
+        };
         let mut outstanding = first.len();
         first.iter().for_each(|r| spawn_read(*r));
         let mut answered: Vec<NodeId> = Vec::new();
         let mut seen: Vec<(NodeId, Option<Version>)> = Vec::new();
         let mut newest: Option<Record> = None;
+        let mut failed = Vec::new();
         let mut failures = Vec::new();
         let deadline_tokio = tokio::time::Instant::from_std(deadline);
         while outstanding > 0 {
@@ -369,10 +614,23 @@ impl Node {
                         newest = record;
                     }
                     if req.met_by(&answered) {
-                        return self.finish_read(&key, level, newest, &seen, deadline).await;
+                        if fresh_enough(&newest) {
+                            let ctx = ReadContext {
+                                level,
+                                receipt: opts.receipt,
+                                failed: &failed,
+                            };
+                            return self.finish_read(&key, ctx, newest, &seen, deadline).await;
+                        }
+                        // Older than the session has seen: ask every replica left.
+                        for spare in spares.by_ref() {
+                            spawn_read(spare);
+                            outstanding += 1;
+                        }
                     }
                 }
                 Err(e) => {
+                    failed.push(replica);
                     failures.push(format!("node {replica}: {e}"));
                     if let Some(spare) = spares.next() {
                         spawn_read(spare);
@@ -386,38 +644,75 @@ impl Node {
         } else {
             format!(" ({})", failures.join("; "))
         };
-        counted(
-            ErrorCode::Timeout,
-            format!(
-                "{level} read: {} of {} required replicas answered in time{detail}",
+        let mut reply = match opts.min_version {
+            Some(min) if req.met_by(&answered) => counted_reply(
+                ErrorCode::Stale,
+                format!(
+                    "{level} read: none of the {} replicas that answered has version {min} or newer, which this session already saw{detail}; nothing older was returned",
+                    answered.len()
+                ),
                 answered.len(),
-                req.total_needed()
+                req.total_needed(),
             ),
-            answered.len(),
-            req.total_needed(),
-        )
+            _ => counted_reply(
+                ErrorCode::Timeout,
+                format!(
+                    "{level} read: {} of {} required replicas answered in time{detail}",
+                    answered.len(),
+                    req.total_needed()
+                ),
+                answered.len(),
+                req.total_needed(),
+            ),
+        };
+        if opts.receipt {
+            reply.receipt = Some(Box::new(Receipt {
+                version: newest.as_ref().map(|r| r.version),
+                acked: answered,
+                failed,
+                stale: Vec::new(),
+                ..Receipt::default()
+            }));
+        }
+        Response::Error(reply)
     }
+}
+
+/// What [`Node::finish_read`] needs to know of the read besides its replies.
+struct ReadContext<'a> {
+    level: Consistency,
+    receipt: bool,
+    failed: &'a [NodeId],
 }
 
 impl Node {
     /// Answers a read whose level is met, after read repair: every replica that answered with an
     /// older version (or none) is sent the newest record. At levels above ONE the repair finishes
     /// before the answer, so once a quorum read returns a value every later quorum read sees it
-    /// (monotonic quorum reads); at ONE and LOCAL_ONE it runs in the background.
+    /// (monotonic quorum reads; for LINEARIZABLE this is the quorum register's write-back phase);
+    /// at ONE and LOCAL_ONE it runs in the background.
     async fn finish_read(
         self: &Arc<Self>,
         key: &Arc<Vec<u8>>,
-        level: Consistency,
+        ctx: ReadContext<'_>,
         newest: Option<Record>,
         seen: &[(NodeId, Option<Version>)],
         deadline: Instant,
     ) -> Response {
+        let level = ctx.level;
         let replies = seen.len() as u32;
+        let mut receipt = ctx.receipt.then(|| Receipt {
+            version: newest.as_ref().map(|r| r.version),
+            acked: seen.iter().map(|(n, _)| *n).collect(),
+            failed: ctx.failed.to_vec(),
+            ..Receipt::default()
+        });
         let Some(newest) = newest else {
             return Response::Value {
                 value: None,
                 version: None,
                 replies,
+                receipt: receipt.map(Box::new),
             };
         };
         // A tombstone past the grace period is being purged everywhere: spreading it again would
@@ -428,6 +723,9 @@ impl Node {
             .filter(|(_, v)| *v != Some(newest.version) && !purgeable)
             .map(|(n, _)| *n)
             .collect();
+        if let Some(r) = &mut receipt {
+            r.stale = stale.clone();
+        }
         if !stale.is_empty() {
             self.stats
                 .read_repairs
@@ -437,37 +735,34 @@ impl Node {
                 .map(|&replica| {
                     let (node, key, record) = (self.clone(), key.clone(), newest.clone());
                     tokio::spawn(async move {
-                        node.write_to(replica, key.to_vec(), record, deadline).await
+                        node.write_to(replica, key.to_vec(), record, None, deadline)
+                            .await
                     })
                 })
                 .collect();
             if !matches!(level, Consistency::One | Consistency::LocalOne) {
                 for (replica, repair) in stale.iter().zip(repairs) {
                     if !matches!(repair.await, Ok(Ok(_))) {
-                        return counted(
+                        let mut reply = counted_reply(
                             ErrorCode::Timeout,
                             format!("{level} read: read repair of node {replica} did not complete in time"),
                             seen.len(),
                             seen.len(),
                         );
+                        reply.receipt = receipt.map(Box::new);
+                        return Response::Error(reply);
+                    }
+                    if let Some(r) = &mut receipt {
+                        r.repaired.push(*replica);
                     }
                 }
             }
         }
-        match newest {
-            Record {
-                version,
-                value: Some(value),
-            } => Response::Value {
-                value: Some(value),
-                version: Some(version),
-                replies,
-            },
-            Record { .. } => Response::Value {
-                value: None,
-                version: None,
-                replies,
-            },
+        Response::Value {
+            version: Some(newest.version),
+            value: newest.value,
+            replies,
+            receipt: receipt.map(Box::new),
         }
     }
 }

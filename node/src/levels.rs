@@ -83,7 +83,10 @@ impl Requirement {
             Consistency::Any | Consistency::One => vec![group(all(), 1, None)?],
             Consistency::Two => vec![group(all(), 2, None)?],
             Consistency::Three => vec![group(all(), 3, None)?],
-            Consistency::Quorum => vec![group(all(), quorum(replicas.len()), None)?],
+            // LINEARIZABLE's two phases each meet a majority of all replicas.
+            Consistency::Quorum | Consistency::Linearizable => {
+                vec![group(all(), quorum(replicas.len()), None)?]
+            }
             Consistency::All => vec![group(all(), replicas.len(), None)?],
             Consistency::LocalOne => vec![group(in_dc(local_dc), 1, Some(local_dc))?],
             Consistency::LocalQuorum => {

@@ -8,6 +8,7 @@
 //! - [`failure_detector`]: heartbeat-based liveness of peers.
 //! - [`local_store`]: the storage engine behind a batching writer thread and the blocking pool;
 //!   keeps the Merkle trees current on every write.
+//! - [`op_memory`]: the bounded memory of client write op ids and their versions (safe retries).
 //! - [`hinted_handoff`]: durable hints for replicas that missed writes, and their replay.
 //! - [`anti_entropy`]: Merkle-tree comparison with other replicas, and tombstone purge.
 //! - [`metrics`]: the Prometheus text endpoint.
@@ -24,3 +25,4 @@ pub mod levels;
 pub mod local_store;
 pub mod metrics;
 pub mod node;
+pub mod op_memory;

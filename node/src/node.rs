@@ -104,6 +104,8 @@ pub struct Node {
     pub ae_running: tokio::sync::Mutex<()>,
     /// Anti-entropy counters.
     pub ae_stats: AntiEntropyStats,
+    /// Client write ops this node versioned or stored, with their versions (safe retries).
+    pub ops: std::sync::Mutex<crate::op_memory::OpMemory>,
     in_flight: AtomicU64,
     started: Instant,
     topology: Topology,
@@ -134,19 +136,28 @@ impl Node {
                 key,
                 value,
                 consistency,
+                opts,
             } => {
                 self.coordinated.fetch_add(1, Ordering::Relaxed);
-                self.coordinate_write(key, Some(value), consistency, deadline)
+                self.coordinate_write(key, Some(value), consistency, opts, deadline)
                     .await
             }
-            Request::Delete { key, consistency } => {
+            Request::Delete {
+                key,
+                consistency,
+                opts,
+            } => {
                 self.coordinated.fetch_add(1, Ordering::Relaxed);
-                self.coordinate_write(key, None, consistency, deadline)
+                self.coordinate_write(key, None, consistency, opts, deadline)
                     .await
             }
-            Request::Get { key, consistency } => {
+            Request::Get {
+                key,
+                consistency,
+                opts,
+            } => {
                 self.coordinated.fetch_add(1, Ordering::Relaxed);
-                self.coordinate_read(key, consistency, deadline).await
+                self.coordinate_read(key, consistency, opts, deadline).await
             }
             Request::Topology => {
                 let mut t = self.topology.clone();
@@ -182,7 +193,24 @@ impl Node {
                     hlc: self.clock.peek(),
                 }
             }
-            Request::ReplicaWrite { key, record } => self.replica_write(key, record).await,
+            Request::ReplicaWrite { key, record, op } => {
+                if let Err(e) = self.clock.observe(record.version.hlc) {
+                    return Response::Error(ErrorReply::new(ErrorCode::ClockSkew, e.to_string()));
+                }
+                match self.apply_local(key, record, op).await {
+                    Ok((applied, duplicate)) => Response::ReplicaAck { applied, duplicate },
+                    Err(e) => Response::Error(ErrorReply::new(ErrorCode::Internal, e)),
+                }
+            }
+            Request::ReplicaVersion { key } => match self.store.get(key).await {
+                Ok(record) => Response::ReplicaVersion {
+                    version: record.map(|r| r.version),
+                },
+                Err(e) => Response::Error(ErrorReply::new(ErrorCode::Internal, e.to_string())),
+            },
+            Request::OpLookup { op } => Response::OpVersion {
+                version: self.ops.lock().unwrap_or_else(|p| p.into_inner()).get(op),
+            },
             Request::ReplicaRead { key } | Request::Inspect { key } => self.replica_read(key).await,
             Request::ReplicaWriteBatch { writes } => self.replica_write_batch(writes).await,
             Request::TreeHashes {
@@ -202,16 +230,30 @@ impl Node {
         }
     }
 
-    async fn replica_write(&self, key: Vec<u8>, record: proto::Record) -> Response {
-        if let Err(e) = self.clock.observe(record.version.hlc) {
-            return Response::Error(ErrorReply::new(ErrorCode::ClockSkew, e.to_string()));
+    /// Stores one record here if it is newer, unless it belongs to a write op already stored
+    /// here under another version: then nothing is applied and that version is returned (the op
+    /// takes effect once). Returns (stored, the earlier version of the op).
+    pub(crate) async fn apply_local(
+        &self,
+        key: Vec<u8>,
+        record: proto::Record,
+        op: Option<proto::message::OpId>,
+    ) -> Result<(bool, Option<proto::Version>), String> {
+        if let Some(op) = op {
+            let known = self
+                .ops
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(op, record.version);
+            if known != record.version {
+                return Ok((false, Some(known)));
+            }
         }
-        match self.store.apply(key, record).await {
-            Ok(applied) => Response::ReplicaAck {
-                applied: applied.stored(),
-            },
-            Err(e) => Response::Error(ErrorReply::new(ErrorCode::Internal, e.to_string())),
-        }
+        self.store
+            .apply(key, record)
+            .await
+            .map(|a| (a.stored(), None))
+            .map_err(|e| e.to_string())
     }
 
     async fn replica_write_batch(&self, writes: Vec<proto::message::KeyRecord>) -> Response {
@@ -441,6 +483,9 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
         trees,
         ae_running: tokio::sync::Mutex::new(()),
         ae_stats: AntiEntropyStats::default(),
+        ops: std::sync::Mutex::new(crate::op_memory::OpMemory::new(
+            crate::op_memory::DEFAULT_OPS_PER_GENERATION,
+        )),
         in_flight: AtomicU64::new(0),
         started: Instant::now(),
         topology: Topology {

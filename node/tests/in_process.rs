@@ -6,6 +6,7 @@ use node::config::{
     Timeouts, TlsFiles,
 };
 use node::node::{start, RunningNode};
+use proto::message::{ReadOpts, Receipt, WriteOpts};
 use proto::tls::{generate_ca, issue, write_pem, Role, TlsMaterial};
 use proto::transport::{client_endpoint, Pool};
 use proto::{Consistency, ErrorCode, Request, Response};
@@ -187,17 +188,27 @@ impl Cluster {
 }
 
 fn put(key: &str, value: &str, c: Consistency) -> Request {
+    put_with(key, value, c, WriteOpts::default())
+}
+
+fn put_with(key: &str, value: &str, c: Consistency, opts: WriteOpts) -> Request {
     Request::Put {
         key: key.into(),
         value: value.into(),
         consistency: c,
+        opts,
     }
 }
 
 fn get(key: &str, c: Consistency) -> Request {
+    get_with(key, c, ReadOpts::default())
+}
+
+fn get_with(key: &str, c: Consistency, opts: ReadOpts) -> Request {
     Request::Get {
         key: key.into(),
         consistency: c,
+        opts,
     }
 }
 
@@ -238,6 +249,7 @@ async fn every_level_writes_and_reads_and_failures_are_reported() {
         Request::Delete {
             key: "key-ONE".into(),
             consistency: Consistency::All,
+            opts: WriteOpts::default(),
         },
     )
     .await;
@@ -453,7 +465,8 @@ async fn anti_entropy_restores_a_wiped_replica_and_deletes_stay_deleted() {
             0,
             Request::Delete {
                 key: "k7".into(),
-                consistency: Consistency::Quorum
+                consistency: Consistency::Quorum,
+                opts: WriteOpts::default(),
             }
         )
         .await,
@@ -545,5 +558,236 @@ async fn any_is_met_by_a_hint_when_no_replica_is_up() {
     assert_eq!(
         value(&c.call(0, get(&key, Consistency::One)).await),
         Some(&b"v"[..])
+    );
+}
+
+/// Stores `record` under `key` directly in node `i`'s storage, bypassing coordination.
+fn plant(c: &Cluster, i: usize, key: &str, record: proto::Record) {
+    c.engines[i]
+        .apply(&[storage::Write {
+            key: key.as_bytes().to_vec(),
+            record,
+        }])
+        .expect("apply");
+}
+
+/// A version `ms` milliseconds from now (negative: in the past), from node `node`.
+fn version_in(ms: i64, node: u32) -> proto::Version {
+    let now = proto::version::wall_millis() as i64;
+    proto::Version {
+        hlc: proto::version::hlc_from_millis((now + ms) as u64),
+        node,
+    }
+}
+
+fn written(r: &Response) -> (proto::Version, Option<Receipt>) {
+    match r {
+        Response::Written {
+            version, receipt, ..
+        } => (*version, receipt.as_deref().cloned()),
+        other => panic!("not written: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_writes_above_the_newest_version_where_quorum_loses_the_write() {
+    let c = Cluster::start(&["dc1", "dc1", "dc1"], Replication::Simple { rf: 3 }).await;
+    // Every replica holds a record stamped 1.5 s in this coordinator's future, as a node with a
+    // fast clock would have written it.
+    let ahead = version_in(1500, 3);
+    for key in ["q", "lin"] {
+        for i in 0..3 {
+            plant(&c, i, key, proto::Record::value(ahead, b"old".to_vec()));
+        }
+    }
+    // QUORUM stamps with the coordinator's clock: below the stored version, so last-write-wins
+    // drops the acknowledged write.
+    let (v, _) = written(&c.call(0, put("q", "new", Consistency::Quorum)).await);
+    assert!(v < ahead, "{v} vs {ahead}");
+    assert_eq!(
+        value(&c.call(1, get("q", Consistency::Quorum)).await),
+        Some(&b"old"[..])
+    );
+    // LINEARIZABLE asks a majority for the newest version first and stamps above it.
+    let opts = WriteOpts {
+        receipt: true,
+        ..WriteOpts::default()
+    };
+    let (v, receipt) = written(
+        &c.call(0, put_with("lin", "new", Consistency::Linearizable, opts))
+            .await,
+    );
+    assert!(v > ahead, "{v} vs {ahead}");
+    let receipt = receipt.expect("receipt");
+    assert!(receipt.version_from.len() >= 2, "{receipt:?}");
+    assert_eq!(
+        value(&c.call(1, get("lin", Consistency::Linearizable)).await),
+        Some(&b"new"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linearizable_read_writes_the_newest_version_back_to_a_majority() {
+    let c = Cluster::start(&["dc1", "dc1", "dc1"], Replication::Simple { rf: 3 }).await;
+    let old = version_in(-2000, 1);
+    let new = version_in(-1000, 2);
+    plant(&c, 0, "k", proto::Record::value(old, b"old".to_vec()));
+    plant(&c, 1, "k", proto::Record::value(old, b"old".to_vec()));
+    plant(&c, 2, "k", proto::Record::value(new, b"new".to_vec()));
+    let opts = ReadOpts {
+        receipt: true,
+        ..ReadOpts::default()
+    };
+    // Node 3 reads itself and one more: they disagree, and the answer waits for the write-back.
+    let r = c
+        .call(2, get_with("k", Consistency::Linearizable, opts))
+        .await;
+    assert_eq!(value(&r), Some(&b"new"[..]), "{r:?}");
+    let Response::Value {
+        receipt: Some(receipt),
+        ..
+    } = r
+    else {
+        panic!("no receipt: {r:?}");
+    };
+    assert_eq!(receipt.version, Some(new));
+    assert_eq!(receipt.stale.len(), 1, "{receipt:?}");
+    assert_eq!(receipt.repaired, receipt.stale);
+    let repaired = receipt.repaired[0] as usize - 1;
+    assert_eq!(local(&c, repaired, "k").map(|r| r.version), Some(new));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_op_takes_effect_once_whichever_node_the_retry_reaches() {
+    // RF 2 of 3 nodes: each key has a node that is not its replica.
+    let c = Cluster::start(&["dc1", "dc1", "dc1"], Replication::Simple { rf: 2 }).await;
+    // A key that node 3 does not replicate, written through node 1.
+    let mut chosen = None;
+    for n in 0..64 {
+        let key = format!("op-{n}");
+        let opts = WriteOpts {
+            op: Some(1000 + n as u128),
+            ..WriteOpts::default()
+        };
+        let (v, _) = written(
+            &c.call(0, put_with(&key, "first", Consistency::All, opts))
+                .await,
+        );
+        if local(&c, 2, &key).is_none() {
+            chosen = Some((key, 1000 + n as u128, v));
+            break;
+        }
+    }
+    let (key, op, first) = chosen.expect("a key node 3 does not replicate");
+    let retry = |value: &str, retry: bool| {
+        put_with(
+            &key,
+            value,
+            Consistency::All,
+            WriteOpts {
+                op: Some(op),
+                retry,
+                receipt: true,
+                ..WriteOpts::default()
+            },
+        )
+    };
+    // The first coordinator remembers the op.
+    let (v, r) = written(&c.call(0, retry("first", false)).await);
+    assert_eq!(v, first);
+    assert!(r.expect("receipt").reused_op);
+    // Node 3 has never seen the op: as a retry it asks the replicas, which remember it.
+    let (v, r) = written(&c.call(2, retry("first", true)).await);
+    assert_eq!(v, first);
+    assert!(r.expect("receipt").reused_op);
+    // Even sent as a fresh write, the replicas apply the op only once: they answer with the
+    // first version, and nothing new is stored.
+    let (v, _) = written(&c.call(2, retry("first", false)).await);
+    assert_eq!(v, first);
+    for i in 0..2 {
+        assert_eq!(local(&c, i, &key).map(|r| r.version), Some(first));
+    }
+    // A different op on the same key is a new write with a new version.
+    let other = WriteOpts {
+        op: Some(op + 1_000_000),
+        ..WriteOpts::default()
+    };
+    let (v, _) = written(
+        &c.call(2, put_with(&key, "second", Consistency::All, other))
+            .await,
+    );
+    assert!(v > first);
+    assert_eq!(
+        value(&c.call(0, get(&key, Consistency::All)).await),
+        Some(&b"second"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_floor_skips_stale_replicas_and_otherwise_fails_stale() {
+    let c = Cluster::start(&["dc1", "dc1", "dc1"], Replication::Simple { rf: 3 }).await;
+    let old = version_in(-2000, 1);
+    let new = version_in(-1000, 2);
+    plant(&c, 0, "s", proto::Record::value(old, b"old".to_vec()));
+    plant(&c, 1, "s", proto::Record::value(new, b"new".to_vec()));
+    plant(&c, 2, "s", proto::Record::value(new, b"new".to_vec()));
+    // ONE through node 1 reads node 1 itself: the stale value (what a session must not see
+    // after writing "new").
+    assert_eq!(
+        value(&c.call(0, get("s", Consistency::One)).await),
+        Some(&b"old"[..])
+    );
+    plant(&c, 0, "s", proto::Record::value(old, b"old".to_vec()));
+    // With the session's floor the coordinator asks on until a replica has it.
+    let floor = ReadOpts {
+        min_version: Some(new),
+        receipt: true,
+    };
+    let r = c.call(0, get_with("s", Consistency::One, floor)).await;
+    assert_eq!(value(&r), Some(&b"new"[..]), "{r:?}");
+    // A floor no replica reaches is a clear Stale error, not an older value.
+    let beyond = ReadOpts {
+        min_version: Some(version_in(-500, 3)),
+        receipt: false,
+    };
+    let r = c.call(0, get_with("s", Consistency::One, beyond)).await;
+    assert_eq!(code(&r), Some(ErrorCode::Stale), "{r:?}");
+    // A write with the session's floor is stamped above it, whatever the coordinator's clock.
+    let ahead = version_in(1500, 3);
+    let after = WriteOpts {
+        after: Some(ahead),
+        ..WriteOpts::default()
+    };
+    let (v, _) = written(
+        &c.call(1, put_with("s", "mine", Consistency::One, after))
+            .await,
+    );
+    assert!(v > ahead, "{v} vs {ahead}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_name_the_replicas_that_acked_and_those_hinted() {
+    let mut c = Cluster::start(&["dc1", "dc1", "dc1"], Replication::Simple { rf: 3 }).await;
+    c.stop(2).await;
+    let opts = WriteOpts {
+        receipt: true,
+        ..WriteOpts::default()
+    };
+    let (v, r) = written(
+        &c.call(0, put_with("r", "v", Consistency::Quorum, opts))
+            .await,
+    );
+    let r = r.expect("receipt");
+    assert_eq!(r.version, Some(v));
+    let mut acked = r.acked.clone();
+    acked.sort_unstable();
+    assert_eq!(acked, vec![1, 2], "{r:?}");
+    assert_eq!(r.hinted, vec![3], "{r:?}");
+    assert!(r.failed.is_empty(), "{r:?}");
+    // Without asking, no receipt travels.
+    assert!(
+        written(&c.call(0, put("r", "w", Consistency::Quorum)).await)
+            .1
+            .is_none()
     );
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The wire format version this build speaks. Bumped on any incompatible message change.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// Why a frame could not be read or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,12 @@ mod tests {
                 key,
                 value,
                 consistency: Consistency::Quorum,
+                opts: crate::message::WriteOpts {
+                    op: Some(u128::MAX - 7),
+                    retry: true,
+                    after: Some(crate::Version { hlc: 99, node: 3 }),
+                    receipt: true,
+                },
             },
         }
     }

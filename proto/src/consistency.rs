@@ -25,11 +25,16 @@ pub enum Consistency {
     EachQuorum,
     /// Every replica.
     All,
+    /// Linearizable single-key reads and writes on majorities of all replicas, without a leader
+    /// (the two-phase quorum register of Attiya, Bar-Noy and Dolev): a write first asks a
+    /// majority for the key's highest version and writes above it; a read whose replies disagree
+    /// writes the newest back to a majority before answering.
+    Linearizable,
 }
 
 impl Consistency {
     /// Every level, in the order they are documented.
-    pub const ALL_LEVELS: [Consistency; 9] = [
+    pub const ALL_LEVELS: [Consistency; 10] = [
         Consistency::Any,
         Consistency::One,
         Consistency::Two,
@@ -39,6 +44,7 @@ impl Consistency {
         Consistency::LocalQuorum,
         Consistency::EachQuorum,
         Consistency::All,
+        Consistency::Linearizable,
     ];
 
     /// The level's name as users write it.
@@ -53,6 +59,7 @@ impl Consistency {
             Consistency::LocalQuorum => "LOCAL_QUORUM",
             Consistency::EachQuorum => "EACH_QUORUM",
             Consistency::All => "ALL",
+            Consistency::Linearizable => "LINEARIZABLE",
         }
     }
 
@@ -70,7 +77,7 @@ impl fmt::Display for Consistency {
 
 /// The text did not name a consistency level.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown consistency level {0:?} (expected one of ANY, ONE, TWO, THREE, QUORUM, LOCAL_ONE, LOCAL_QUORUM, EACH_QUORUM, ALL)")]
+#[error("unknown consistency level {0:?} (expected one of ANY, ONE, TWO, THREE, QUORUM, LOCAL_ONE, LOCAL_QUORUM, EACH_QUORUM, ALL, LINEARIZABLE)")]
 pub struct UnknownConsistency(pub String);
 
 impl FromStr for Consistency {

@@ -27,6 +27,9 @@ pub enum ErrorCode {
     ShuttingDown = 8,
     /// A failure inside the node (storage error, bug). The message says more.
     Internal = 9,
+    /// A read found no replica with the version the client's session has already seen (its
+    /// read-your-writes / monotonic-reads floor): nothing older was returned.
+    Stale = 10,
 }
 
 impl ErrorCode {
@@ -42,6 +45,7 @@ impl ErrorCode {
             ErrorCode::ClockSkew => "ClockSkew",
             ErrorCode::ShuttingDown => "ShuttingDown",
             ErrorCode::Internal => "Internal",
+            ErrorCode::Stale => "Stale",
         }
     }
 }
@@ -57,6 +61,9 @@ pub struct ErrorReply {
     pub acks: u32,
     /// Replicas the consistency level required.
     pub required: u32,
+    /// What the coordinator knew when it gave up (which replicas acked, were hinted, failed),
+    /// when the request asked for a receipt.
+    pub receipt: Option<Box<crate::message::Receipt>>,
 }
 
 impl ErrorReply {
@@ -67,6 +74,7 @@ impl ErrorReply {
             message: message.into(),
             acks: 0,
             required: 0,
+            receipt: None,
         }
     }
 }

@@ -39,18 +39,21 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         consistency: Consistency,
+        opts: WriteOpts,
     },
     /// Client: delete a key (writes a tombstone) at a consistency level.
     Delete {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         consistency: Consistency,
+        opts: WriteOpts,
     },
     /// Client: read a key at a consistency level.
     Get {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         consistency: Consistency,
+        opts: ReadOpts,
     },
     /// Client or node: the cluster's members, addresses and replication strategy.
     Topology,
@@ -63,12 +66,22 @@ pub enum Request {
         hlc: u64,
         generation: u64,
     },
-    /// Node: store this record if it is newer than the local one.
+    /// Node: store this record if it is newer than the local one, unless the write `op` was
+    /// already stored here (then the answer names the version it was stored with).
     ReplicaWrite {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         record: Record,
+        op: Option<OpId>,
     },
+    /// Node: the version of the local record of a key (first phase of a LINEARIZABLE write).
+    ReplicaVersion {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// Node: the version this node stored (or coordinated) the client write `op` with, if it
+    /// remembers it (a retried write reuses it instead of creating a second version).
+    OpLookup { op: OpId },
     /// Node: return the local record of a key, tombstone included.
     ReplicaRead {
         #[serde(with = "serde_bytes")]
@@ -108,6 +121,8 @@ impl Request {
             self,
             Request::Ping { .. }
                 | Request::ReplicaWrite { .. }
+                | Request::ReplicaVersion { .. }
+                | Request::OpLookup { .. }
                 | Request::ReplicaRead { .. }
                 | Request::ReplicaWriteBatch { .. }
                 | Request::TreeHashes { .. }
@@ -120,13 +135,19 @@ impl Request {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     /// A put or delete met its level.
-    Written { version: Version, acks: u32 },
-    /// A read met its level: the newest value, or `None` when absent or deleted.
+    Written {
+        version: Version,
+        acks: u32,
+        receipt: Option<Box<Receipt>>,
+    },
+    /// A read met its level: the newest value, or `None` when absent or deleted. `version` is
+    /// the newest record's, a tombstone's included (`None` only when no replica had the key).
     Value {
         #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
         version: Option<Version>,
         replies: u32,
+        receipt: Option<Box<Receipt>>,
     },
     /// The cluster's layout (boxed: much larger than the other answers).
     Topology(Box<Topology>),
@@ -134,8 +155,16 @@ pub enum Response {
     Status(Box<NodeStatus>),
     /// Heartbeat answer, with the responder's clock.
     Pong { from: NodeId, hlc: u64 },
-    /// A replica stored (or, being older, ignored) a record.
-    ReplicaAck { applied: bool },
+    /// A replica stored (or, being older, ignored) a record. `duplicate`: the write's op id was
+    /// already stored here, with this version; nothing was applied.
+    ReplicaAck {
+        applied: bool,
+        duplicate: Option<Version>,
+    },
+    /// A replica's version of a key (`None`: no record).
+    ReplicaVersion { version: Option<Version> },
+    /// The version a write op id was stored with, if remembered.
+    OpVersion { version: Option<Version> },
     /// A replica's local record of a key.
     ReplicaRecord { record: Option<Record> },
     /// Per record of a batch, whether it was newer and stored.
@@ -153,6 +182,57 @@ pub enum Response {
     RepairReport(RepairReport),
     /// The request failed.
     Error(ErrorReply),
+}
+
+/// A client-chosen id of one logical write, the same on every retry of it.
+pub type OpId = u128;
+
+/// Options of a put or delete.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOpts {
+    /// The write's id: replicas store one op once, and a retry with the same id (and `retry`)
+    /// reuses the version of the first attempt instead of creating a second one.
+    pub op: Option<OpId>,
+    /// This is a retry of `op` after an ambiguous failure: look the op up before versioning.
+    pub retry: bool,
+    /// The newest version of the key the client's session has seen: the write is versioned
+    /// above it, so the session reads its own write even across coordinators with slow clocks.
+    pub after: Option<Version>,
+    /// Answer with a [`Receipt`].
+    pub receipt: bool,
+}
+
+/// Options of a get.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOpts {
+    /// The newest version of the key the client's session has seen: an older answer is never
+    /// returned (read-your-writes, monotonic reads); further replicas are asked, else `Stale`.
+    pub min_version: Option<Version>,
+    /// Answer with a [`Receipt`].
+    pub receipt: bool,
+}
+
+/// What the coordinator knows of where a request went, at the moment it answered. Replica
+/// requests still in flight then are in none of the lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The version written, or the newest version read (`None`: no replica had the key).
+    pub version: Option<Version>,
+    /// Writes: replicas that stored the record (or already held it or something newer).
+    /// Reads: replicas whose answer was counted.
+    pub acked: Vec<NodeId>,
+    /// Writes: replicas that failed or were down and were sent a hint instead.
+    pub hinted: Vec<NodeId>,
+    /// Replicas that failed with no hint stored (writes), or failed to answer (reads).
+    pub failed: Vec<NodeId>,
+    /// Reads: replicas that answered with an older version (or none).
+    pub stale: Vec<NodeId>,
+    /// Reads: stale replicas the coordinator wrote the newest record to before answering.
+    pub repaired: Vec<NodeId>,
+    /// LINEARIZABLE writes: replicas asked for the key's version in the first phase.
+    pub version_from: Vec<NodeId>,
+    /// The version came from an earlier attempt of the same op id (a retry), not a new stamp.
+    pub reused_op: bool,
 }
 
 /// A 16-byte hash (tree nodes, key digests).

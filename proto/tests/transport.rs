@@ -27,6 +27,7 @@ impl Service for Echo {
                     value: Some(key),
                     version: None,
                     replies: 1,
+                    receipt: None,
                 },
                 Request::Get { key, .. } => {
                     // Answer out of order: longer keys answer sooner.
@@ -38,6 +39,7 @@ impl Service for Echo {
                         value: Some(key),
                         version: None,
                         replies: 1,
+                        receipt: None,
                     }
                 }
                 _ => Response::Error(proto::ErrorReply::new(
@@ -73,6 +75,7 @@ fn get(key: &[u8]) -> Request {
     Request::Get {
         key: key.to_vec(),
         consistency: proto::Consistency::One,
+        opts: proto::message::ReadOpts::default(),
     }
 }
 
@@ -99,7 +102,8 @@ async fn many_calls_share_one_channel_and_match_replies() {
                 Response::Value {
                     value: Some(key),
                     version: None,
-                    replies: 1
+                    replies: 1,
+                    receipt: None,
                 }
             );
         }));

@@ -493,7 +493,11 @@ async fn run_ringkv(
             .filter_map(|id| cluster.pid(id))
             .collect();
         let timeout = Duration::from_millis(args.timeout_ms);
-        let client = Client::connect(cluster.client_config(timeout)?)
+        let mut cfg = cluster.client_config(timeout)?;
+        // As `ringkv bench`: no session floors, no retries of timed-out writes.
+        cfg.session_keys = 0;
+        cfg.write_retries = 0;
+        let client = Client::connect(cfg)
             .await
             .context("cannot connect to the ringkv cluster")?;
         let store = Arc::new(RingkvStore {

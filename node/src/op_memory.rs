@@ -1,0 +1,97 @@
+//! Which client write ops (by their client-chosen id) this node has versioned or stored, and with
+//! which version: what makes a retried write apply once.
+//!
+//! A coordinator remembers the version it gave each op; a replica remembers the version it stored
+//! each op with. A retry of the op (same id, after an ambiguous timeout) then reuses that version
+//! instead of stamping a second one, and a replica refuses the same op under another version.
+//!
+//! The memory is bounded: two generations of at most `capacity` ops each. When the current
+//! generation is full it becomes the old one and the previous old one is dropped, so the last
+//! `capacity` ops are always remembered, and at most `2 * capacity`.
+
+use proto::message::OpId;
+use proto::Version;
+use std::collections::HashMap;
+
+/// Ops remembered per generation by default: at 2 × 262,144 entries of about 48 bytes, up to
+/// about 25 MB; the last 262,144 ops a node saw are always remembered.
+pub const DEFAULT_OPS_PER_GENERATION: usize = 1 << 18;
+
+/// A bounded map from op id to version.
+#[derive(Debug)]
+pub struct OpMemory {
+    current: HashMap<OpId, Version>,
+    old: HashMap<OpId, Version>,
+    capacity: usize,
+}
+
+impl OpMemory {
+    /// Remembers at least the last `capacity` ops (at least 1).
+    pub fn new(capacity: usize) -> OpMemory {
+        OpMemory {
+            current: HashMap::new(),
+            old: HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The version `op` was recorded with.
+    pub fn get(&self, op: OpId) -> Option<Version> {
+        self.current.get(&op).or_else(|| self.old.get(&op)).copied()
+    }
+
+    /// Records `op` with `version`, unless it is already recorded (the first version stays).
+    /// Returns the version now recorded.
+    pub fn record(&mut self, op: OpId, version: Version) -> Version {
+        if let Some(v) = self.get(op) {
+            return v;
+        }
+        if self.current.len() >= self.capacity {
+            self.old = std::mem::take(&mut self.current);
+        }
+        self.current.insert(op, version);
+        version
+    }
+
+    /// Ops remembered now.
+    pub fn len(&self) -> usize {
+        self.current.len() + self.old.len()
+    }
+
+    /// Whether no op is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(hlc: u64) -> Version {
+        Version { hlc, node: 1 }
+    }
+
+    #[test]
+    fn the_first_version_of_an_op_stays() {
+        let mut m = OpMemory::new(4);
+        assert_eq!(m.record(7, v(10)), v(10));
+        assert_eq!(m.record(7, v(20)), v(10));
+        assert_eq!(m.get(7), Some(v(10)));
+        assert_eq!(m.get(8), None);
+    }
+
+    #[test]
+    fn keeps_at_least_the_last_capacity_ops_and_at_most_twice_that() {
+        let mut m = OpMemory::new(3);
+        for op in 0..10u128 {
+            m.record(op, v(op as u64));
+            assert!(m.len() <= 6, "len {}", m.len());
+            // The last three ops recorded are always there.
+            for recent in op.saturating_sub(2)..=op {
+                assert_eq!(m.get(recent), Some(v(recent as u64)), "after {op}");
+            }
+        }
+        assert_eq!(m.get(0), None, "the oldest op is forgotten");
+    }
+}
