@@ -41,7 +41,8 @@ pub struct ClientConfig {
     /// guarantees off.
     pub session_keys: usize,
     /// How many times a write that ended ambiguously is sent again (same op id, so it applies
-    /// once). Each attempt has the full `timeout`.
+    /// once). Each attempt has the full `timeout`; retries wait 100 ms, 200 ms, ... (at most
+    /// 1 s) before going out.
     pub write_retries: u32,
     /// Ask for a [`Receipt`] with every answer.
     pub receipts: bool,
@@ -65,6 +66,11 @@ impl ClientConfig {
 
 /// Times an ambiguous write is retried by default.
 pub const DEFAULT_WRITE_RETRIES: u32 = 2;
+
+/// Wait before the first retry of an ambiguous write; doubled for each further one.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between two attempts of one write.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A successful write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,6 +264,10 @@ impl Client {
                 Err(e @ ClientError::Timeout { .. }) if attempts <= self.cfg.write_retries => {
                     tracing::debug!(error = %e, attempts, "write ended ambiguously; retrying the same op");
                     opts.retry = true;
+                    // Back off (100 ms, 200 ms, ... at most 1 s) so a replica that is briefly
+                    // stalled can come back before the retries are spent.
+                    let backoff = RETRY_BACKOFF * 2u32.saturating_pow(attempts - 1);
+                    tokio::time::sleep(backoff.min(MAX_RETRY_BACKOFF)).await;
                 }
                 Err(e) => return Err(e),
             }

@@ -59,6 +59,7 @@ fn every_level_round_trips() {
         "local_quorum",
         "each_quorum",
         "ALL",
+        "linearizable",
     ];
     for level in levels {
         let (key, value) = (format!("k-{level}"), format!("v-{level}"));

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // Each test file uses its own subset of these helpers.
 
+pub mod harness;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
