@@ -391,22 +391,31 @@ impl Node {
         alive: &[NodeId],
         deadline: Instant,
     ) -> Result<(Option<Version>, Vec<NodeId>), Response> {
+        // As a read: the fewest replicas that make a majority, this node first (no network),
+        // and a spare for each one that fails.
+        let preference = self.read_preference(alive);
+        let first = req.choose(&preference);
+        let mut spares = preference.into_iter().filter(|r| !first.contains(r));
         let (tx, mut rx) = mpsc::channel::<ReplicaResult<Option<Version>>>(alive.len().max(1));
-        for &replica in alive {
+        let ask = |replica: NodeId| {
             let (node, key, tx) = (self.clone(), key.clone(), tx.clone());
             tokio::spawn(async move {
                 let res = node.version_at(replica, key.to_vec(), deadline).await;
                 let _ = tx.send((replica, res)).await;
             });
-        }
-        drop(tx);
+        };
+        let mut outstanding = first.len();
+        first.iter().for_each(|r| ask(*r));
         let mut answered = Vec::new();
         let mut highest = None;
         let mut failures = Vec::new();
         let deadline_tokio = tokio::time::Instant::from_std(deadline);
-        while let Ok(Some((replica, res))) =
-            tokio::time::timeout_at(deadline_tokio, rx.recv()).await
-        {
+        while outstanding > 0 {
+            let Ok(Some((replica, res))) = tokio::time::timeout_at(deadline_tokio, rx.recv()).await
+            else {
+                break;
+            };
+            outstanding -= 1;
             match res {
                 Ok(v) => {
                     answered.push(replica);
@@ -415,7 +424,13 @@ impl Node {
                         return Ok((highest, answered));
                     }
                 }
-                Err(e) => failures.push(format!("node {replica}: {e}")),
+                Err(e) => {
+                    failures.push(format!("node {replica}: {e}"));
+                    if let Some(spare) = spares.next() {
+                        ask(spare);
+                        outstanding += 1;
+                    }
+                }
             }
         }
         let detail = if failures.is_empty() {
