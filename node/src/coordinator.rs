@@ -144,8 +144,18 @@ impl Node {
         };
         let key = Arc::new(key);
         let mut receipt = opts.receipt.then(Receipt::default);
+        let fingerprint = proto::message::op_fingerprint(&key, value.as_deref());
         let version = match self
-            .write_version(&key, level, &req, &alive, &opts, deadline, &mut receipt)
+            .write_version(
+                &key,
+                fingerprint,
+                level,
+                &req,
+                &alive,
+                &opts,
+                deadline,
+                &mut receipt,
+            )
             .await
         {
             Ok(v) => v,
@@ -287,10 +297,12 @@ impl Node {
     /// - LINEARIZABLE first asks a majority for the key's highest version (phase one of the
     ///   quorum register) and stamps above it, whatever this node's clock says.
     /// - A session's floor (`opts.after`) is likewise exceeded.
+    /// An op id already used for a different write (another `fingerprint`) is refused.
     #[allow(clippy::too_many_arguments)]
     async fn write_version(
         self: &Arc<Self>,
         key: &Arc<Vec<u8>>,
+        fingerprint: u64,
         level: Consistency,
         req: &Requirement,
         alive: &[NodeId],
@@ -298,16 +310,29 @@ impl Node {
         deadline: Instant,
         receipt: &mut Option<Receipt>,
     ) -> Result<Version, Response> {
+        let reused_for_another_write = || {
+            error(
+                ErrorCode::InvalidRequest,
+                "this op id was already used for a different write (another key or value); nothing was written",
+            )
+        };
         if let Some(op) = opts.op {
-            let mut known = self.ops.lock().unwrap_or_else(|p| p.into_inner()).get(op);
+            let mut known = match self.ops.lock().unwrap_or_else(|p| p.into_inner()).get(op) {
+                Some((v, f)) if f == fingerprint => Some(v),
+                Some(_) => return Err(reused_for_another_write()),
+                None => None,
+            };
             if known.is_none() && opts.retry {
-                known = self.lookup_op(op, alive, deadline).await;
+                known = self
+                    .lookup_op(op, fingerprint, alive, deadline)
+                    .await
+                    .map_err(|()| reused_for_another_write())?;
             }
             if let Some(v) = known {
                 self.ops
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .record(op, v);
+                    .record(op, v, fingerprint);
                 if let Some(r) = receipt {
                     r.reused_op = true;
                 }
@@ -338,11 +363,14 @@ impl Node {
         Ok(match opts.op {
             // Another attempt of the same op may have been versioned meanwhile: keep the first.
             Some(op) => {
-                let first = self
+                let (first, first_fingerprint) = self
                     .ops
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .record(op, version);
+                    .record(op, version, fingerprint);
+                if first_fingerprint != fingerprint {
+                    return Err(reused_for_another_write());
+                }
                 if first != version {
                     if let Some(r) = receipt {
                         r.reused_op = true;
@@ -355,31 +383,34 @@ impl Node {
     }
 
     /// Asks every live replica but this node whether it stored `op`; the newest version any
-    /// remembers. Waits at most half the time left, so a silent peer cannot eat the write's
-    /// budget.
+    /// remembers, or `Err` when one remembers the id for a different write. Waits at most half
+    /// the time left, so a silent peer cannot eat the write's budget.
     async fn lookup_op(
         self: &Arc<Self>,
         op: proto::message::OpId,
+        fingerprint: u64,
         alive: &[NodeId],
         deadline: Instant,
-    ) -> Option<Version> {
+    ) -> Result<Option<Version>, ()> {
         let peers: Vec<NodeId> = alive.iter().copied().filter(|r| *r != self.id).collect();
         let now = Instant::now();
         let until = now + deadline.saturating_duration_since(now) / 2;
         let asks = peers.into_iter().map(|peer| {
             let node = self.clone();
             async move {
-                match node.call_peer(peer, Request::OpLookup { op }, until).await {
-                    Ok(Response::OpVersion { version }) => version,
-                    _ => None,
+                let ask = Request::OpLookup { op, fingerprint };
+                match node.call_peer(peer, ask, until).await {
+                    Ok(Response::OpVersion { conflict: true, .. }) => Err(()),
+                    Ok(Response::OpVersion { version, .. }) => Ok(version),
+                    _ => Ok(None),
                 }
             }
         });
-        futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .max()
+        let mut newest = None;
+        for answer in futures::future::join_all(asks).await {
+            newest = newest.max(answer?);
+        }
+        Ok(newest)
     }
 
     /// Phase one of a LINEARIZABLE write: the highest version of `key` among a majority of its

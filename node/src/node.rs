@@ -208,9 +208,22 @@ impl Node {
                 },
                 Err(e) => Response::Error(ErrorReply::new(ErrorCode::Internal, e.to_string())),
             },
-            Request::OpLookup { op } => Response::OpVersion {
-                version: self.ops.lock().unwrap_or_else(|p| p.into_inner()).get(op),
-            },
+            Request::OpLookup { op, fingerprint } => {
+                match self.ops.lock().unwrap_or_else(|p| p.into_inner()).get(op) {
+                    Some((version, f)) if f == fingerprint => Response::OpVersion {
+                        version: Some(version),
+                        conflict: false,
+                    },
+                    Some(_) => Response::OpVersion {
+                        version: None,
+                        conflict: true,
+                    },
+                    None => Response::OpVersion {
+                        version: None,
+                        conflict: false,
+                    },
+                }
+            }
             Request::ReplicaRead { key } | Request::Inspect { key } => self.replica_read(key).await,
             Request::ReplicaWriteBatch { writes } => self.replica_write_batch(writes).await,
             Request::TreeHashes {
@@ -232,7 +245,9 @@ impl Node {
 
     /// Stores one record here if it is newer, unless it belongs to a write op already stored
     /// here under another version: then nothing is applied and that version is returned (the op
-    /// takes effect once). Returns (stored, the earlier version of the op).
+    /// takes effect once). An op id remembered for a different write (another fingerprint) is
+    /// not that op: the record is applied as any other. Returns (stored, the earlier version of
+    /// the op).
     pub(crate) async fn apply_local(
         &self,
         key: Vec<u8>,
@@ -240,12 +255,13 @@ impl Node {
         op: Option<proto::message::OpId>,
     ) -> Result<(bool, Option<proto::Version>), String> {
         if let Some(op) = op {
-            let known = self
+            let fingerprint = proto::message::op_fingerprint(&key, record.value.as_deref());
+            let (known, known_fingerprint) = self
                 .ops
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .record(op, record.version);
-            if known != record.version {
+                .record(op, record.version, fingerprint);
+            if known != record.version && known_fingerprint == fingerprint {
                 return Ok((false, Some(known)));
             }
         }

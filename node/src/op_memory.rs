@@ -4,6 +4,8 @@
 //! A coordinator remembers the version it gave each op; a replica remembers the version it stored
 //! each op with. A retry of the op (same id, after an ambiguous timeout) then reuses that version
 //! instead of stamping a second one, and a replica refuses the same op under another version.
+//! Each op is remembered with its write's fingerprint ([`proto::message::op_fingerprint`]), so
+//! an id reused for a different write is told apart from a retry.
 //!
 //! The memory is bounded: two generations of at most `capacity` ops each. When the current
 //! generation is full it becomes the old one and the previous old one is dropped, so the last
@@ -17,11 +19,11 @@ use std::collections::HashMap;
 /// about 25 MB; the last 262,144 ops a node saw are always remembered.
 pub const DEFAULT_OPS_PER_GENERATION: usize = 1 << 18;
 
-/// A bounded map from op id to version.
+/// A bounded map from op id to the version and fingerprint it was first recorded with.
 #[derive(Debug)]
 pub struct OpMemory {
-    current: HashMap<OpId, Version>,
-    old: HashMap<OpId, Version>,
+    current: HashMap<OpId, (Version, u64)>,
+    old: HashMap<OpId, (Version, u64)>,
     capacity: usize,
 }
 
@@ -35,22 +37,22 @@ impl OpMemory {
         }
     }
 
-    /// The version `op` was recorded with.
-    pub fn get(&self, op: OpId) -> Option<Version> {
+    /// The version and fingerprint `op` was recorded with.
+    pub fn get(&self, op: OpId) -> Option<(Version, u64)> {
         self.current.get(&op).or_else(|| self.old.get(&op)).copied()
     }
 
-    /// Records `op` with `version`, unless it is already recorded (the first version stays).
-    /// Returns the version now recorded.
-    pub fn record(&mut self, op: OpId, version: Version) -> Version {
-        if let Some(v) = self.get(op) {
-            return v;
+    /// Records `op` with `version` and `fingerprint`, unless it is already recorded (the first
+    /// record stays). Returns what is now recorded.
+    pub fn record(&mut self, op: OpId, version: Version, fingerprint: u64) -> (Version, u64) {
+        if let Some(first) = self.get(op) {
+            return first;
         }
         if self.current.len() >= self.capacity {
             self.old = std::mem::take(&mut self.current);
         }
-        self.current.insert(op, version);
-        version
+        self.current.insert(op, (version, fingerprint));
+        (version, fingerprint)
     }
 
     /// Ops remembered now.
@@ -75,9 +77,9 @@ mod tests {
     #[test]
     fn the_first_version_of_an_op_stays() {
         let mut m = OpMemory::new(4);
-        assert_eq!(m.record(7, v(10)), v(10));
-        assert_eq!(m.record(7, v(20)), v(10));
-        assert_eq!(m.get(7), Some(v(10)));
+        assert_eq!(m.record(7, v(10), 1), (v(10), 1));
+        assert_eq!(m.record(7, v(20), 2), (v(10), 1));
+        assert_eq!(m.get(7), Some((v(10), 1)));
         assert_eq!(m.get(8), None);
     }
 
@@ -85,11 +87,11 @@ mod tests {
     fn keeps_at_least_the_last_capacity_ops_and_at_most_twice_that() {
         let mut m = OpMemory::new(3);
         for op in 0..10u128 {
-            m.record(op, v(op as u64));
+            m.record(op, v(op as u64), 0);
             assert!(m.len() <= 6, "len {}", m.len());
             // The last three ops recorded are always there.
             for recent in op.saturating_sub(2)..=op {
-                assert_eq!(m.get(recent), Some(v(recent as u64)), "after {op}");
+                assert_eq!(m.get(recent), Some((v(recent as u64), 0)), "after {op}");
             }
         }
         assert_eq!(m.get(0), None, "the oldest op is forgotten");

@@ -707,6 +707,18 @@ async fn a_write_op_takes_effect_once_whichever_node_the_retry_reaches() {
     for i in 0..2 {
         assert_eq!(local(&c, i, &key).map(|r| r.version), Some(first));
     }
+    // The same id for a different write is refused, not given the first write's version.
+    for (i, retry) in [(0, false), (2, true)] {
+        let reused = WriteOpts {
+            op: Some(op),
+            retry,
+            ..WriteOpts::default()
+        };
+        let r = c
+            .call(i, put_with(&key, "other", Consistency::All, reused))
+            .await;
+        assert_eq!(code(&r), Some(ErrorCode::InvalidRequest), "{r:?}");
+    }
     // A different op on the same key is a new write with a new version.
     let other = WriteOpts {
         op: Some(op + 1_000_000),

@@ -81,7 +81,9 @@ pub enum Request {
     },
     /// Node: the version this node stored (or coordinated) the client write `op` with, if it
     /// remembers it (a retried write reuses it instead of creating a second version).
-    OpLookup { op: OpId },
+    /// `fingerprint` is the write's [`op_fingerprint`]: an op remembered with another one is
+    /// reported as a conflict, not reused.
+    OpLookup { op: OpId, fingerprint: u64 },
     /// Node: return the local record of a key, tombstone included.
     ReplicaRead {
         #[serde(with = "serde_bytes")]
@@ -163,8 +165,12 @@ pub enum Response {
     },
     /// A replica's version of a key (`None`: no record).
     ReplicaVersion { version: Option<Version> },
-    /// The version a write op id was stored with, if remembered.
-    OpVersion { version: Option<Version> },
+    /// The version a write op id was stored with, if remembered; `conflict`: the op id is
+    /// remembered for a different write (another key or value).
+    OpVersion {
+        version: Option<Version>,
+        conflict: bool,
+    },
     /// A replica's local record of a key.
     ReplicaRecord { record: Option<Record> },
     /// Per record of a batch, whether it was newer and stored.
@@ -186,6 +192,21 @@ pub enum Response {
 
 /// A client-chosen id of one logical write, the same on every retry of it.
 pub type OpId = u128;
+
+/// What a write op is about, in 64 bits: blake3 of the key and the value (or the tombstone).
+/// Nodes remember it with the op id, so an op id reused for a different write is refused
+/// instead of giving that write the first one's version.
+pub fn op_fingerprint(key: &[u8], value: Option<&[u8]>) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&(key.len() as u64).to_be_bytes());
+    h.update(key);
+    match value {
+        Some(v) => h.update(&[1]).update(v),
+        None => h.update(&[0]),
+    };
+    let bytes = h.finalize();
+    u64::from_be_bytes(bytes.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+}
 
 /// Options of a put or delete.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
