@@ -297,6 +297,7 @@ impl Node {
     /// - LINEARIZABLE first asks a majority for the key's highest version (phase one of the
     ///   quorum register) and stamps above it, whatever this node's clock says.
     /// - A session's floor (`opts.after`) is likewise exceeded.
+    ///
     /// An op id already used for a different write (another `fingerprint`) is refused.
     #[allow(clippy::too_many_arguments)]
     async fn write_version(
