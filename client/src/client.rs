@@ -13,7 +13,7 @@
 //!   acknowledged, which were hinted, which were stale and repaired.
 
 use crate::error::ClientError;
-use crate::session::{Session, DEFAULT_SESSION_KEYS};
+use crate::session::{Floor, Session, DEFAULT_SESSION_KEYS};
 use proto::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use proto::message::{NodeStatus, OpId, ReadOpts, Receipt, RepairReport, Topology, WriteOpts};
 use proto::tls::TlsMaterial;
@@ -218,7 +218,7 @@ impl Client {
         let mut opts = WriteOpts {
             op: Some(op),
             retry: false,
-            after: self.session_floor(key),
+            after: self.session_floor(key).map(|f| f.version),
             receipt: self.cfg.receipts,
         };
         let mut attempts = 0;
@@ -258,7 +258,7 @@ impl Client {
             });
             match res {
                 Ok(w) => {
-                    self.session_observe(key, w.version);
+                    self.session_observe(key, w.version, value.is_none());
                     return Ok(w);
                 }
                 Err(e @ ClientError::Timeout { .. }) if attempts <= self.cfg.write_retries => {
@@ -301,11 +301,13 @@ impl Client {
     }
 
     fn get_request(&self, key: &[u8], consistency: Consistency) -> Request {
+        let floor = self.session_floor(key);
         Request::Get {
             key: key.to_vec(),
             consistency,
             opts: ReadOpts {
-                min_version: self.session_floor(key),
+                min_version: floor.map(|f| f.version),
+                min_is_tombstone: floor.is_some_and(|f| f.deleted),
                 receipt: self.cfg.receipts,
             },
         }
@@ -327,7 +329,7 @@ impl Client {
                 // A tombstone's version counts too: the session must not read the key back
                 // from before its delete.
                 if let Some(v) = version {
-                    self.session_observe(key, v);
+                    self.session_observe(key, v, value.is_none());
                 }
                 match (value, version) {
                     (Some(value), Some(version)) => Ok(ReadOutcome {
@@ -345,17 +347,17 @@ impl Client {
     }
 
     /// The newest version of `key` this client's session has seen.
-    pub fn session_floor(&self, key: &[u8]) -> Option<Version> {
+    pub fn session_floor(&self, key: &[u8]) -> Option<Floor> {
         self.session
             .as_ref()
             .and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).floor(key))
     }
 
-    fn session_observe(&self, key: &[u8], version: Version) {
+    fn session_observe(&self, key: &[u8], version: Version, deleted: bool) {
         if let Some(s) = &self.session {
             s.lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .observe(key, version);
+                .observe(key, version, deleted);
         }
     }
 

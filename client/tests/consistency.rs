@@ -80,7 +80,7 @@ async fn one_reads_break_read_your_writes_and_the_session_prevents_it() {
         .expect("session read");
     assert_eq!(read.value, b"v2", "read-your-writes within the session");
     assert!(
-        session.session_floor(b"session") >= Some(read.version),
+        session.session_floor(b"session").map(|f| f.version) >= Some(read.version),
         "the session remembers what it read"
     );
 }
@@ -173,7 +173,8 @@ async fn the_cli_keeps_a_session_across_commands_and_prints_receipts() {
     let text = std::fs::read_to_string(&path).expect("session file written");
     assert!(text.contains("\"6b\""), "key k in hex: {text}");
     let far = u64::MAX / 2;
-    std::fs::write(&path, format!("{{\"keys\":[[\"6b\",{far},1]]}}")).expect("rewrite session");
+    std::fs::write(&path, format!("{{\"keys\":[[\"6b\",{far},1,false]]}}"))
+        .expect("rewrite session");
     let stale = cli(&h, &["get", "k", "-c", "ONE"]).expect_code(11);
     assert!(stale.stderr.contains("already saw"), "{}", stale.describe());
     let plain = cli(&h, &["get", "k", "-c", "ONE", "--no-session"]).ok();

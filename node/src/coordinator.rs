@@ -78,9 +78,8 @@ type ReplicaResult<T> = (NodeId, Result<T, String>);
 
 /// How one replica write ended.
 enum WriteAck {
-    /// The replica stored it (or already had something newer); `Some`: it had already stored
-    /// the same op under this (other) version and applied nothing.
-    Acked(Option<Version>),
+    /// The replica stored it (or already had something newer).
+    Acked,
     /// The replica failed; a hint for it is stored here.
     Hinted(String),
     /// The replica failed and no hint could be stored.
@@ -195,7 +194,7 @@ impl Node {
                     .write_to(replica, key.to_vec(), record.clone(), op, deadline)
                     .await;
                 let res = match res {
-                    Ok(duplicate) => WriteAck::Acked(duplicate),
+                    Ok(_) => WriteAck::Acked,
                     Err(e) if node.store_hint(replica, key.to_vec(), record).await => {
                         WriteAck::Hinted(e)
                     }
@@ -208,29 +207,26 @@ impl Node {
         let mut hinted_down = Vec::new();
         if (level == Consistency::Any && alive.is_empty()) || receipt.is_some() {
             if let Some(task) = hinting.take() {
-                hinted_down = task.await.unwrap_or_default();
+                let until = tokio::time::Instant::from_std(deadline);
+                hinted_down = match tokio::time::timeout_at(until, task).await {
+                    Ok(Ok(hinted)) => hinted,
+                    _ => Vec::new(),
+                };
             }
         }
         let mut acked = Vec::with_capacity(alive.len());
         let mut hinted = hinted_down.clone();
         let mut failed = Vec::new();
-        // When every ack says the op was already stored under another version (a retry that
-        // reached no node remembering it, while the replicas do), that version is the write's.
-        let mut duplicate_of: Option<Version> = None;
-        let mut fresh_acks = 0usize;
-        let written = |acked: &[NodeId],
-                       hinted: &[NodeId],
-                       failed: &[NodeId],
-                       receipt: Option<Receipt>,
-                       stored_as: Version| {
-            Response::Written {
-                version: stored_as,
-                acks: acked.len() as u32,
-                receipt: receipt.map(|r| fill_write_receipt(r, stored_as, acked, hinted, failed)),
-            }
-        };
+        let written =
+            |acked: &[NodeId], hinted: &[NodeId], failed: &[NodeId], receipt: Option<Receipt>| {
+                Response::Written {
+                    version,
+                    acks: acked.len() as u32,
+                    receipt: receipt.map(|r| fill_write_receipt(r, version, acked, hinted, failed)),
+                }
+            };
         if level == Consistency::Any && alive.is_empty() && !hinted_down.is_empty() {
-            return written(&acked, &hinted, &failed, receipt, version);
+            return written(&acked, &hinted, &failed, receipt);
         }
         let mut failures = Vec::new();
         let deadline_tokio = tokio::time::Instant::from_std(deadline);
@@ -238,28 +234,20 @@ impl Node {
             tokio::time::timeout_at(deadline_tokio, rx.recv()).await
         {
             match res {
-                WriteAck::Acked(duplicate) => {
+                WriteAck::Acked => {
                     acked.push(replica);
-                    match duplicate {
-                        Some(v) => duplicate_of = duplicate_of.max(Some(v)),
-                        None => fresh_acks += 1,
-                    }
-                    let stored_as = match duplicate_of {
-                        Some(v) if fresh_acks == 0 => v,
-                        _ => version,
-                    };
                     // When this node is a live replica, its own copy is also awaited (it is the
                     // fastest, with no network): a read at any level through the same
                     // coordinator, which reads itself first, then sees the write.
                     let local_done = !alive.contains(&self.id) || acked.contains(&self.id);
                     if req.met_by(&acked) && local_done {
-                        return written(&acked, &hinted, &failed, receipt, stored_as);
+                        return written(&acked, &hinted, &failed, receipt);
                     }
                 }
                 // ANY counts a durable hint as the write being stored; no other level does.
                 WriteAck::Hinted(_) if level == Consistency::Any => {
                     hinted.push(replica);
-                    return written(&acked, &hinted, &failed, receipt, version);
+                    return written(&acked, &hinted, &failed, receipt);
                 }
                 WriteAck::Hinted(e) => {
                     hinted.push(replica);
@@ -324,16 +312,18 @@ impl Node {
                 None => None,
             };
             if known.is_none() && opts.retry {
-                known = self
-                    .lookup_op(op, fingerprint, alive, deadline)
-                    .await
-                    .map_err(|()| reused_for_another_write())?;
+                known = self.lookup_op(op, fingerprint, alive, deadline).await?;
             }
             if let Some(v) = known {
-                self.ops
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record(op, v, fingerprint);
+                // A concurrent attempt may have recorded the op meanwhile: keep what is recorded.
+                let (v, f) =
+                    self.ops
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .record(op, v, fingerprint);
+                if f != fingerprint {
+                    return Err(reused_for_another_write());
+                }
                 if let Some(r) = receipt {
                     r.reused_op = true;
                 }
@@ -383,33 +373,55 @@ impl Node {
         })
     }
 
-    /// Asks every live replica but this node whether it stored `op`; the newest version any
-    /// remembers, or `Err` when one remembers the id for a different write. Waits at most half
-    /// the time left, so a silent peer cannot eat the write's budget.
+    /// Asks every live replica but this node whether it stored `op`: the newest version any
+    /// remembers. A retry must not stamp a second version because a replica that stored the op
+    /// did not answer in time, so every live replica must answer: otherwise `Timeout`, nothing
+    /// written (the client may retry again). One that remembers the id for a different write
+    /// makes it `InvalidRequest`. Waits at most half the time left.
     async fn lookup_op(
         self: &Arc<Self>,
         op: proto::message::OpId,
         fingerprint: u64,
         alive: &[NodeId],
         deadline: Instant,
-    ) -> Result<Option<Version>, ()> {
+    ) -> Result<Option<Version>, Response> {
         let peers: Vec<NodeId> = alive.iter().copied().filter(|r| *r != self.id).collect();
         let now = Instant::now();
         let until = now + deadline.saturating_duration_since(now) / 2;
-        let asks = peers.into_iter().map(|peer| {
+        let asks = peers.iter().map(|&peer| {
             let node = self.clone();
             async move {
                 let ask = Request::OpLookup { op, fingerprint };
-                match node.call_peer(peer, ask, until).await {
-                    Ok(Response::OpVersion { conflict: true, .. }) => Err(()),
-                    Ok(Response::OpVersion { version, .. }) => Ok(version),
-                    _ => Ok(None),
-                }
+                (peer, node.call_peer(peer, ask, until).await)
             }
         });
         let mut newest = None;
-        for answer in futures::future::join_all(asks).await {
-            newest = newest.max(answer?);
+        let mut silent = Vec::new();
+        for (peer, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(Response::OpVersion { conflict: true, .. }) => {
+                    return Err(error(
+                        ErrorCode::InvalidRequest,
+                        "this op id was already used for a different write (another key or value); nothing was written",
+                    ))
+                }
+                Ok(Response::OpVersion { version, .. }) => newest = newest.max(version),
+                Ok(other) => silent.push(format!("node {peer}: unexpected reply {other:?}")),
+                Err(e) => silent.push(format!("node {peer}: {e}")),
+            }
+        }
+        if !silent.is_empty() && newest.is_none() {
+            let asked = peers.len();
+            return Err(counted(
+                ErrorCode::Timeout,
+                format!(
+                    "retry: {} of {asked} live replicas did not say whether they stored this op ({}); nothing was written",
+                    silent.len(),
+                    silent.join("; ")
+                ),
+                asked - silent.len(),
+                asked,
+            ));
         }
         Ok(newest)
     }
@@ -508,7 +520,8 @@ impl Node {
     }
 
     /// Sends one record to one replica (this node writes locally). `Ok(Some(v))`: the replica
-    /// had already stored the op `op` as version `v`, and applied nothing.
+    /// remembered the op `op` under another version `v` (it still applied this record by
+    /// version).
     pub async fn write_to(
         &self,
         replica: NodeId,
@@ -629,12 +642,12 @@ impl Node {
             });
         };
         // A tombstone the session saw may since have been purged everywhere: then "no record"
-        // is as new as it.
+        // is as new as it (only for a tombstone: a value's floor is never met by no record).
         let purge_cutoff = self.purge_cutoff();
         let fresh_enough = |newest: &Option<Record>| match (opts.min_version, newest) {
             (None, _) => true,
             (Some(min), Some(r)) => r.version >= min,
-            (Some(min), None) => min.hlc < purge_cutoff,
+            (Some(min), None) => opts.min_is_tombstone && min.hlc < purge_cutoff,
         };
         let mut outstanding = first.len();
         first.iter().for_each(|r| spawn_read(*r));
@@ -691,11 +704,22 @@ impl Node {
         } else {
             format!(" ({})", failures.join("; "))
         };
+        // Stale only when every replica asked answered and none is new enough; a replica that
+        // failed or is still to answer might hold the version: that is a timeout.
         let mut reply = match opts.min_version {
-            Some(min) if req.met_by(&answered) => counted_reply(
+            Some(min) if req.met_by(&answered) && outstanding == 0 && failed.is_empty() => counted_reply(
                 ErrorCode::Stale,
                 format!(
                     "{level} read: none of the {} replicas that answered has version {min} or newer, which this session already saw{detail}; nothing older was returned",
+                    answered.len()
+                ),
+                answered.len(),
+                req.total_needed(),
+            ),
+            Some(min) if req.met_by(&answered) => counted_reply(
+                ErrorCode::Timeout,
+                format!(
+                    "{level} read: {} replicas answered, none with version {min} or newer, which this session already saw, and the others did not answer in time{detail}",
                     answered.len()
                 ),
                 answered.len(),

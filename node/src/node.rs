@@ -243,33 +243,39 @@ impl Node {
         }
     }
 
-    /// Stores one record here if it is newer, unless it belongs to a write op already stored
-    /// here under another version: then nothing is applied and that version is returned (the op
-    /// takes effect once). An op id remembered for a different write (another fingerprint) is
-    /// not that op: the record is applied as any other. Returns (stored, the earlier version of
-    /// the op).
+    /// Stores one record here if it is newer (last-write-wins, as every write), and remembers
+    /// the write op `op` with the record's version once the record is stored, so a retry of the
+    /// op can find its first version (`OpLookup`). Returns (stored, the other version this node
+    /// already remembered the same op with, if any).
+    ///
+    /// A record of a known op under another version is still applied by version, never refused:
+    /// a replica that refused it would still count as an acknowledgement and could leave the
+    /// newer version on a minority. Coordinators avoid stamping a second version instead.
     pub(crate) async fn apply_local(
         &self,
         key: Vec<u8>,
         record: proto::Record,
         op: Option<proto::message::OpId>,
     ) -> Result<(bool, Option<proto::Version>), String> {
-        if let Some(op) = op {
+        let remember = op.map(|op| {
             let fingerprint = proto::message::op_fingerprint(&key, record.value.as_deref());
-            let (known, known_fingerprint) = self
+            (op, record.version, fingerprint)
+        });
+        let stored = self
+            .store
+            .apply(key, record)
+            .await
+            .map(|a| a.stored())
+            .map_err(|e| e.to_string())?;
+        let earlier = remember.and_then(|(op, version, fingerprint)| {
+            let (first, first_fingerprint) = self
                 .ops
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .record(op, record.version, fingerprint);
-            if known != record.version && known_fingerprint == fingerprint {
-                return Ok((false, Some(known)));
-            }
-        }
-        self.store
-            .apply(key, record)
-            .await
-            .map(|a| (a.stored(), None))
-            .map_err(|e| e.to_string())
+                .record(op, version, fingerprint);
+            (first != version && first_fingerprint == fingerprint).then_some(first)
+        });
+        Ok((stored, earlier))
     }
 
     async fn replica_write_batch(&self, writes: Vec<proto::message::KeyRecord>) -> Response {

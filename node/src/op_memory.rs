@@ -3,7 +3,7 @@
 //!
 //! A coordinator remembers the version it gave each op; a replica remembers the version it stored
 //! each op with. A retry of the op (same id, after an ambiguous timeout) then reuses that version
-//! instead of stamping a second one, and a replica refuses the same op under another version.
+//! instead of stamping a second one.
 //! Each op is remembered with its write's fingerprint ([`proto::message::op_fingerprint`]), so
 //! an id reused for a different write is told apart from a retry.
 //!
@@ -15,8 +15,9 @@ use proto::message::OpId;
 use proto::Version;
 use std::collections::HashMap;
 
-/// Ops remembered per generation by default: at 2 × 262,144 entries of about 48 bytes, up to
-/// about 25 MB; the last 262,144 ops a node saw are always remembered.
+/// Ops remembered per generation by default: a full generation of 262,144 entries of 48 bytes
+/// takes about 25 MB with the hash table's spare buckets, two about 50 MB; the last 262,144 ops
+/// a node saw are always remembered.
 pub const DEFAULT_OPS_PER_GENERATION: usize = 1 << 18;
 
 /// A bounded map from op id to the version and fingerprint it was first recorded with.

@@ -754,16 +754,31 @@ async fn a_session_floor_skips_stale_replicas_and_otherwise_fails_stale() {
     let floor = ReadOpts {
         min_version: Some(new),
         receipt: true,
+        ..ReadOpts::default()
     };
     let r = c.call(0, get_with("s", Consistency::One, floor)).await;
     assert_eq!(value(&r), Some(&b"new"[..]), "{r:?}");
     // A floor no replica reaches is a clear Stale error, not an older value.
     let beyond = ReadOpts {
         min_version: Some(version_in(-500, 3)),
-        receipt: false,
+        ..ReadOpts::default()
     };
     let r = c.call(0, get_with("s", Consistency::One, beyond)).await;
     assert_eq!(code(&r), Some(ErrorCode::Stale), "{r:?}");
+    // No record meets a floor only when the floor is a tombstone older than the purge grace
+    // period (purged everywhere since); a value's floor never.
+    let eleven_days_ago = version_in(-11 * 24 * 3600 * 1000, 3);
+    for (tombstone, expect_stale) in [(false, true), (true, false)] {
+        let floor = ReadOpts {
+            min_version: Some(eleven_days_ago),
+            min_is_tombstone: tombstone,
+            ..ReadOpts::default()
+        };
+        let r = c
+            .call(0, get_with("never-written", Consistency::One, floor))
+            .await;
+        assert_eq!(code(&r) == Some(ErrorCode::Stale), expect_stale, "{r:?}");
+    }
     // A write with the session's floor is stamped above it, whatever the coordinator's clock.
     let ahead = version_in(1500, 3);
     let after = WriteOpts {

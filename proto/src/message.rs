@@ -66,8 +66,8 @@ pub enum Request {
         hlc: u64,
         generation: u64,
     },
-    /// Node: store this record if it is newer than the local one, unless the write `op` was
-    /// already stored here (then the answer names the version it was stored with).
+    /// Node: store this record if it is newer than the local one, and remember the client write
+    /// `op` with its version (the answer names another version the op was remembered with).
     ReplicaWrite {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
@@ -158,7 +158,8 @@ pub enum Response {
     /// Heartbeat answer, with the responder's clock.
     Pong { from: NodeId, hlc: u64 },
     /// A replica stored (or, being older, ignored) a record. `duplicate`: the write's op id was
-    /// already stored here, with this version; nothing was applied.
+    /// already remembered here with this other version (the record was still applied by
+    /// version).
     ReplicaAck {
         applied: bool,
         duplicate: Option<Version>,
@@ -211,8 +212,8 @@ pub fn op_fingerprint(key: &[u8], value: Option<&[u8]>) -> u64 {
 /// Options of a put or delete.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteOpts {
-    /// The write's id: replicas store one op once, and a retry with the same id (and `retry`)
-    /// reuses the version of the first attempt instead of creating a second one.
+    /// The write's id: nodes remember it with the version it was stored with, and a retry with
+    /// the same id (and `retry`) reuses that version instead of creating a second one.
     pub op: Option<OpId>,
     /// This is a retry of `op` after an ambiguous failure: look the op up before versioning.
     pub retry: bool,
@@ -229,6 +230,9 @@ pub struct ReadOpts {
     /// The newest version of the key the client's session has seen: an older answer is never
     /// returned (read-your-writes, monotonic reads); further replicas are asked, else `Stale`.
     pub min_version: Option<Version>,
+    /// `min_version` is a tombstone's (the session saw the key deleted): once tombstones that
+    /// old are purged, "no record" meets it.
+    pub min_is_tombstone: bool,
     /// Answer with a [`Receipt`].
     pub receipt: bool,
 }
