@@ -68,6 +68,11 @@ pub struct Op {
     /// Main workload or final read.
     #[serde(default)]
     pub phase: Phase,
+    /// Attempts of an `ok` write the client library sent more than once (it retries a write
+    /// that ended ambiguously with the same op id, which the cluster applies once): one
+    /// operation, invoked before the first attempt and completed after the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
 }
 
 impl Op {
@@ -181,6 +186,7 @@ mod tests {
             error: None,
             coordinator: Some(2),
             phase: Phase::Main,
+            attempts: None,
         }
     }
 
@@ -188,10 +194,17 @@ mod tests {
     fn jsonl_round_trips_and_uses_jepsen_field_names() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("history.jsonl");
-        let ops = vec![op("a", Outcome::Ok, 1), op("b", Outcome::Info, 9)];
+        let retried = Op {
+            attempts: Some(3),
+            ..op("c", Outcome::Ok, 20)
+        };
+        let ops = vec![op("a", Outcome::Ok, 1), op("b", Outcome::Info, 9), retried];
         write_jsonl(&path, &ops).expect("write");
         let text = std::fs::read_to_string(&path).expect("read");
-        assert_eq!(text.lines().count(), 2);
+        assert_eq!(text.lines().count(), 3);
+        // Attempts appear only for a write the library sent more than once.
+        assert_eq!(text.matches("\"attempts\":3").count(), 1, "{text}");
+        assert_eq!(text.matches("attempts").count(), 1, "{text}");
         assert!(
             text.contains("\"type\":\"info\"") && text.contains("\"f\":\"write\""),
             "{text}"

@@ -42,7 +42,7 @@ pub fn summary(r: &RunReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "== {}: {} workload at {}, nemesis {}, {} nodes (rf {}), {} s, {} clients, {} network",
+        "== {}: {} workload at {}, nemesis {}, {} nodes (rf {}), {} s, {} clients, {} coordinators, {} network",
         s.name,
         s.workload,
         s.consistency,
@@ -51,13 +51,14 @@ pub fn summary(r: &RunReport) -> String {
         s.rf,
         s.time.as_secs(),
         s.concurrency,
+        s.coordinators,
         r.network
     );
     let o = &r.ops;
     let _ = writeln!(
         out,
-        "   ops: {} total, {} ok, {} fail, {} info; ok latency p50 {:.1} ms, p99 {:.1} ms; {:.0} ok/s",
-        o.total, o.ok, o.fail, o.info, o.p50_ms, o.p99_ms, o.ok_per_s
+        "   ops: {} total, {} ok, {} fail, {} info; ok latency p50 {:.1} ms, p99 {:.1} ms; {:.0} ok/s; {} ok write(s) retried",
+        o.total, o.ok, o.fail, o.info, o.p50_ms, o.p99_ms, o.ok_per_s, o.retried_writes
     );
     let faults: Vec<String> = r.nemesis.iter().map(|w| w.description.clone()).collect();
     if !faults.is_empty() {
@@ -94,6 +95,42 @@ pub fn summary(r: &RunReport) -> String {
             lin.verdict.label(),
             lin.reason
         );
+        let keys: Vec<String> = lin
+            .keys
+            .iter()
+            .map(|k| {
+                let failed = if k.reads_of_failed_writes > 0 {
+                    format!(
+                        ", {} read(s) of writes recorded as failed",
+                        k.reads_of_failed_writes
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{} {} ops {} ({} steps{failed})",
+                    k.key,
+                    k.ops,
+                    k.verdict.label(),
+                    k.steps
+                )
+            })
+            .collect();
+        if !keys.is_empty() {
+            let _ = writeln!(out, "   keys:            {}", keys.join("; "));
+        }
+        for k in &lin.keys {
+            if let Some(w) = &k.window {
+                let _ = writeln!(
+                    out,
+                    "   {} window {:.3}-{:.3} s: {}",
+                    k.key,
+                    w.start_ns as f64 / 1e9,
+                    w.end_ns as f64 / 1e9,
+                    w.explanation
+                );
+            }
+        }
     }
     if let Some(c) = &r.checks.convergence {
         let _ = writeln!(
@@ -150,8 +187,8 @@ pub fn html(r: &RunReport, ops: &[Op]) -> String {
     );
     let _ = write!(
         h,
-        "<p>{} workload at {}, nemesis <b>{}</b>, {} nodes (rf {}), {} s, {} clients at {} ops/s, {} network, seed {}.</p>",
-        s.workload, s.consistency, s.nemesis, s.nodes, s.rf, s.time.as_secs(), s.concurrency, s.rate, r.network, s.seed
+        "<p>{} workload at {}, nemesis <b>{}</b>, {} nodes (rf {}), {} s, {} clients at {} ops/s, {} coordinators, {} write retries, {} network, seed {}.</p>",
+        s.workload, s.consistency, s.nemesis, s.nodes, s.rf, s.time.as_secs(), s.concurrency, s.rate, s.coordinators, s.write_retries, r.network, s.seed
     );
     h.push_str("<h2>Verdicts</h2><table><tr><th>checker</th><th>verdict</th><th>details</th></tr>");
     if let Some(set) = &r.checks.set {
@@ -510,6 +547,7 @@ mod tests {
             error: None,
             coordinator: None,
             phase: Phase::Main,
+            attempts: None,
         }
     }
 

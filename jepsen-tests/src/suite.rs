@@ -1,12 +1,14 @@
 //! Scenario matrices: the short suite CI runs (a few 10-second scenarios) and the full matrix
-//! (every nemesis under both workloads at QUORUM and ALL, plus a deliberately broken setup that
-//! must be caught), and the Markdown table of results the README keeps.
+//! (every nemesis under both workloads at QUORUM and ALL; the register workload with a random
+//! coordinator per operation at LINEARIZABLE, where linearizability is required, and at QUORUM
+//! beside it, where it is recorded; plus a deliberately broken setup that must be caught), and
+//! the Markdown table of results the README keeps.
 
 use crate::checker::Verdict;
 use crate::error::HarnessError;
 use crate::nemesis::{NemesisKind, Schedule};
 use crate::scenario::{self, RunOptions, RunReport, Scenario};
-use crate::workload::WorkloadKind;
+use crate::workload::{Coordinators, WorkloadKind};
 use proto::Consistency;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -15,10 +17,14 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SuiteKind {
     /// The CI suite: set at QUORUM under partition-one, kill and pause, and at ALL under
-    /// partition-halves, 10 s each.
+    /// partition-halves, and the register at LINEARIZABLE with random coordinators under
+    /// partition-halves; 10 s each.
     Short,
-    /// The whole matrix, 30 s per scenario (about 18 minutes).
+    /// The whole matrix, 30 or 40 s per scenario.
     Full,
+    /// The part of the full matrix that compares levels with a random coordinator per operation:
+    /// the register at LINEARIZABLE and at QUORUM under every nemesis but kill-wipe, 40 s each.
+    Linearizable,
 }
 
 const SHORT_TIME: Duration = Duration::from_secs(10);
@@ -27,18 +33,54 @@ const SHORT_SCHEDULE: Schedule = Schedule {
     fault: Duration::from_secs(3),
 };
 
+/// Every nemesis the random-coordinator register scenarios run under.
+pub const RANDOM_COORDINATOR_NEMESES: [NemesisKind; 7] = [
+    NemesisKind::PartitionHalves,
+    NemesisKind::PartitionOne,
+    NemesisKind::PartitionMajoritiesRing,
+    NemesisKind::PartitionBridge,
+    NemesisKind::Kill,
+    NemesisKind::Pause,
+    NemesisKind::ClockSkew,
+];
+/// Workload time of the random-coordinator register scenarios: with 5 s of fault and 5 s of
+/// quiet, four fault cycles.
+const RANDOM_COORDINATOR_TIME: Duration = Duration::from_secs(40);
+/// Keys of the random-coordinator register scenarios: 200 ops/s over 2 keys is about 100 ops per
+/// key per second, thousands per key in a run.
+const RANDOM_COORDINATOR_KEYS: usize = 2;
+
+/// The register workload at `level`, a random coordinator per operation, under `nemesis`.
+/// At LINEARIZABLE the linearizability verdict must be valid (`unknown` fails too); at any other
+/// level ringkv does not promise it, and it is recorded only.
+pub fn register_random_coordinators(level: Consistency, nemesis: NemesisKind) -> Scenario {
+    let mut s = Scenario::new(WorkloadKind::Register, level, nemesis);
+    s.coordinators = Coordinators::Random;
+    s.name = s.default_name();
+    s.time = RANDOM_COORDINATOR_TIME;
+    s.keys = RANDOM_COORDINATOR_KEYS;
+    if level == Consistency::Linearizable {
+        s.must_be_valid = vec!["linearizability".into()];
+    } else {
+        s.informational = vec!["linearizability".into()];
+    }
+    s
+}
+
 /// The scenarios of a suite.
 pub fn scenarios(kind: SuiteKind) -> Vec<Scenario> {
     match kind {
         SuiteKind::Short => short(),
         SuiteKind::Full => full(),
+        SuiteKind::Linearizable => linearizable(),
     }
 }
 
 /// The CI suite: set at QUORUM under partition-one, kill and pause, and at ALL under
-/// partition-halves.
+/// partition-halves; the register at LINEARIZABLE with random coordinators under
+/// partition-halves (linearizability required).
 pub fn short() -> Vec<Scenario> {
-    [
+    let mut out: Vec<Scenario> = [
         (Consistency::Quorum, NemesisKind::PartitionOne),
         (Consistency::Quorum, NemesisKind::Kill),
         (Consistency::Quorum, NemesisKind::Pause),
@@ -51,7 +93,13 @@ pub fn short() -> Vec<Scenario> {
         s.schedule = SHORT_SCHEDULE;
         s
     })
-    .collect()
+    .collect();
+    let mut s =
+        register_random_coordinators(Consistency::Linearizable, NemesisKind::PartitionHalves);
+    s.time = SHORT_TIME;
+    s.schedule = SHORT_SCHEDULE;
+    out.push(s);
+    out
 }
 
 /// The full matrix.
@@ -99,7 +147,21 @@ pub fn full() -> Vec<Scenario> {
     let mut s = Scenario::new(WorkloadKind::Register, Consistency::One, NemesisKind::Kill);
     s.informational = vec!["linearizability".into()];
     out.push(s);
+    out.extend(linearizable());
     out.push(broken_build());
+    out
+}
+
+/// The register with every operation through a random node: at LINEARIZABLE, which must stay
+/// linearizable under every nemesis, and at QUORUM beside it (recorded only), which shows what
+/// last-write-wins alone gives.
+pub fn linearizable() -> Vec<Scenario> {
+    let mut out = Vec::new();
+    for nemesis in RANDOM_COORDINATOR_NEMESES {
+        for level in [Consistency::Linearizable, Consistency::Quorum] {
+            out.push(register_random_coordinators(level, nemesis));
+        }
+    }
     out
 }
 
@@ -245,7 +307,7 @@ mod tests {
 
     #[test]
     fn suites_are_valid_and_uniquely_named() {
-        for kind in [SuiteKind::Short, SuiteKind::Full] {
+        for kind in [SuiteKind::Short, SuiteKind::Full, SuiteKind::Linearizable] {
             let all = scenarios(kind);
             let mut names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
             names.sort_unstable();
@@ -256,9 +318,95 @@ mod tests {
             }
         }
         let short_secs: u64 = short().iter().map(|s| s.time.as_secs()).sum();
-        assert!(short_secs <= 45, "the CI suite must stay short");
+        assert!(short_secs <= 50, "the CI suite must stay short");
         assert!(full()
             .iter()
             .any(|s| s.must_fail == ["set"] && s.nemesis == NemesisKind::KillWipe));
+    }
+
+    #[test]
+    fn linearizable_register_scenarios_are_required_under_every_nemesis() {
+        let full = full();
+        let linearizable: Vec<&Scenario> = full
+            .iter()
+            .filter(|s| s.consistency == Consistency::Linearizable)
+            .collect();
+        for nemesis in RANDOM_COORDINATOR_NEMESES {
+            let s = linearizable
+                .iter()
+                .find(|s| s.nemesis == nemesis)
+                .unwrap_or_else(|| panic!("no LINEARIZABLE scenario under {nemesis}"));
+            assert_eq!(s.workload, WorkloadKind::Register, "{}", s.name);
+            assert_eq!(s.coordinators, Coordinators::Random, "{}", s.name);
+            assert_eq!(s.must_be_valid, ["linearizability"], "{}", s.name);
+            assert!(s.informational.is_empty(), "{}", s.name);
+            assert!(s.must_fail.is_empty(), "{}", s.name);
+            // Several fault cycles and several hundred operations per key.
+            let cycle = s.schedule.quiet + s.schedule.fault;
+            assert!(s.time >= cycle * 3, "{}: fewer than 3 fault cycles", s.name);
+            let per_key = f64::from(s.rate) * s.time.as_secs_f64() / s.keys as f64;
+            assert!(per_key >= 500.0, "{}: {per_key} ops per key", s.name);
+            // QUORUM beside it, with the same settings, recorded only.
+            let q = full
+                .iter()
+                .find(|q| {
+                    q.consistency == Consistency::Quorum
+                        && q.nemesis == nemesis
+                        && q.coordinators == Coordinators::Random
+                })
+                .unwrap_or_else(|| panic!("no QUORUM random-coordinator scenario under {nemesis}"));
+            assert_eq!(q.informational, ["linearizability"], "{}", q.name);
+            assert!(q.must_be_valid.is_empty(), "{}", q.name);
+            assert_eq!((q.time, q.keys, q.rate), (s.time, s.keys, s.rate));
+        }
+        assert_eq!(linearizable.len(), RANDOM_COORDINATOR_NEMESES.len());
+        // The CI suite has one, also required.
+        let short = short();
+        let ci: Vec<&Scenario> = short
+            .iter()
+            .filter(|s| s.consistency == Consistency::Linearizable)
+            .collect();
+        assert_eq!(ci.len(), 1);
+        assert_eq!(ci[0].must_be_valid, ["linearizability"]);
+        assert_eq!(ci[0].coordinators, Coordinators::Random);
+    }
+
+    fn report_with(scenario: &Scenario, lin: Verdict) -> RunReport {
+        let checks = crate::checker::CheckResults {
+            linearizability: Some(crate::checker::register::LinearizabilityResult {
+                verdict: lin,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        RunReport {
+            scenario: scenario.clone(),
+            run_dir: std::path::PathBuf::new(),
+            network: "namespaces".into(),
+            started_unix_ms: 0,
+            duration_s: 0.0,
+            ops: Default::default(),
+            nemesis: Vec::new(),
+            repair: Vec::new(),
+            checks,
+            passed: false,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_linearizable_scenario_fails_unless_the_history_is_proven_linearizable() {
+        let lin = register_random_coordinators(Consistency::Linearizable, NemesisKind::ClockSkew);
+        let quorum = register_random_coordinators(Consistency::Quorum, NemesisKind::ClockSkew);
+        let met = |s: &Scenario, v| scenario::expectations_met(&report_with(s, v));
+        assert!(met(&lin, Verdict::Valid));
+        assert!(!met(&lin, Verdict::Invalid), "must fail the suite");
+        assert!(
+            !met(&lin, Verdict::Unknown),
+            "an exhausted search proves nothing"
+        );
+        assert!(met(&quorum, Verdict::Valid));
+        assert!(met(&quorum, Verdict::Invalid), "recorded, not required");
+        assert!(met(&quorum, Verdict::Unknown));
     }
 }

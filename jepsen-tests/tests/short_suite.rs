@@ -1,11 +1,15 @@
 //! The CI suite: set workload on a real 5-node cluster (one network namespace per node) under
-//! partition-one, kill and pause at QUORUM, and partition-halves at ALL. Every acknowledged
-//! write must survive and every replica must converge after the heal and a repair round.
+//! partition-one, kill and pause at QUORUM, and partition-halves at ALL, and the register at
+//! LINEARIZABLE with a random coordinator per operation under partition-halves. Every
+//! acknowledged write must survive, the LINEARIZABLE history must be linearizable, and every
+//! replica must converge after the heal and a repair round.
 //!
 //! Needs root (CAP_NET_ADMIN) and nftables, which CI has (scripts/setup.sh). Without them the
 //! test fails, saying why; set RINGKV_JEPSEN_SKIP=1 to skip it on a workstation.
 
+use jepsen_tests::checker::Verdict;
 use jepsen_tests::nemesis::NemesisKind;
+use jepsen_tests::workload::WorkloadKind;
 use jepsen_tests::{netns, report, scenario, suite, RunOptions};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -44,6 +48,9 @@ async fn short_suite_loses_no_acknowledged_write_and_converges() {
     assert!(nemeses.contains(&NemesisKind::PartitionOne));
     assert!(nemeses.contains(&NemesisKind::Kill));
     assert!(nemeses.contains(&NemesisKind::Pause));
+    assert!(scenarios
+        .iter()
+        .any(|s| s.consistency == proto::Consistency::Linearizable));
     let started = Instant::now();
     let rows = suite::run(scenarios, &opts, |row| match &row.result {
         Ok(r) => eprint!("{}", report::summary(r)),
@@ -61,17 +68,36 @@ async fn short_suite_loses_no_acknowledged_write_and_converges() {
             Err(e) => panic!("{}: setup failed: {e}", row.scenario.name),
         };
         assert_eq!(r.network, "namespaces", "{}", row.scenario.name);
-        let set = r.checks.set.as_ref().expect("set result");
-        assert_eq!(
-            set.lost, 0,
-            "{}: lost acknowledged writes {:?}",
-            row.scenario.name, set.lost_keys
-        );
-        assert!(
-            set.acknowledged > 0,
-            "{}: nothing was acknowledged, the run proves nothing",
-            row.scenario.name
-        );
+        match row.scenario.workload {
+            WorkloadKind::Set => {
+                let set = r.checks.set.as_ref().expect("set result");
+                assert_eq!(
+                    set.lost, 0,
+                    "{}: lost acknowledged writes {:?}",
+                    row.scenario.name, set.lost_keys
+                );
+                assert!(
+                    set.acknowledged > 0,
+                    "{}: nothing was acknowledged, the run proves nothing",
+                    row.scenario.name
+                );
+            }
+            WorkloadKind::Register => {
+                let lin = r.checks.linearizability.as_ref().expect("register result");
+                assert_eq!(
+                    lin.verdict,
+                    Verdict::Valid,
+                    "{}: {}",
+                    row.scenario.name,
+                    lin.reason
+                );
+                assert!(
+                    r.ops.ok > 0,
+                    "{}: nothing succeeded, the run proves nothing",
+                    row.scenario.name
+                );
+            }
+        }
         assert!(
             r.passed,
             "{} failed:\n{}",

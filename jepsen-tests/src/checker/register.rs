@@ -51,6 +51,11 @@ pub struct KeyResult {
     pub unobserved_unknown_writes: usize,
     /// Search steps taken.
     pub steps: u64,
+    /// `ok` reads that returned the value of a write recorded as `fail` (the client said it was
+    /// certainly not applied): each one alone makes the key non-linearizable, and points at the
+    /// error-to-outcome mapping (the client's or the harness's) rather than at the level.
+    #[serde(default)]
+    pub reads_of_failed_writes: usize,
     /// Where the search got stuck, when the key is not linearizable.
     pub window: Option<FailureWindow>,
 }
@@ -172,8 +177,33 @@ fn check_key(key: &str, ops: &[&Op], budget: u64) -> KeyResult {
         ops: search_ops.len(),
         unobserved_unknown_writes: unobserved,
         steps: search.steps,
+        reads_of_failed_writes: reads_of_failed_writes(ops),
         window,
     }
+}
+
+/// The write recorded as `fail` that wrote `value`, if any.
+fn failed_write_of<'o>(ops: &[&'o Op], value: &str) -> Option<&'o Op> {
+    ops.iter()
+        .find(|o| {
+            o.kind == OpKind::Write
+                && o.outcome == Outcome::Fail
+                && o.value.as_deref() == Some(value)
+        })
+        .copied()
+}
+
+/// `ok` reads that returned a value only a write recorded as `fail` wrote.
+fn reads_of_failed_writes(ops: &[&Op]) -> usize {
+    let failed: HashSet<&str> = ops
+        .iter()
+        .filter(|o| o.kind == OpKind::Write && o.outcome == Outcome::Fail)
+        .filter_map(|o| o.value.as_deref())
+        .collect();
+    ops.iter()
+        .filter(|o| o.kind == OpKind::Read && o.outcome == Outcome::Ok)
+        .filter(|o| o.value.as_deref().is_some_and(|v| failed.contains(v)))
+        .count()
 }
 
 /// Turns a key's operations into search operations sorted by invocation, with value ids.
@@ -428,19 +458,34 @@ impl<'a> Search<'a> {
             .collect();
         let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "nothing".into());
         let explanation = match &op {
-            Some(o) => format!(
-                "{} of {} by process {} ({:.3}-{:.3} s) cannot be linearized: after {} operation(s) the register could only hold {}",
-                match o.kind {
-                    OpKind::Read => "read",
-                    OpKind::Write => "write",
-                },
-                shown(&o.value),
-                o.process,
-                o.invoke_ns as f64 / 1e9,
-                o.complete_ns as f64 / 1e9,
-                self.best_depth,
-                states.iter().map(shown).collect::<Vec<_>>().join(" or "),
-            ),
+            Some(o) => {
+                let mut e = format!(
+                    "{} of {} by process {} ({:.3}-{:.3} s) cannot be linearized: after {} operation(s) the register could only hold {}",
+                    match o.kind {
+                        OpKind::Read => "read",
+                        OpKind::Write => "write",
+                    },
+                    shown(&o.value),
+                    o.process,
+                    o.invoke_ns as f64 / 1e9,
+                    o.complete_ns as f64 / 1e9,
+                    self.best_depth,
+                    states.iter().map(shown).collect::<Vec<_>>().join(" or "),
+                );
+                let failed = (o.kind == OpKind::Read)
+                    .then(|| o.value.as_deref().and_then(|v| failed_write_of(ops, v)))
+                    .flatten();
+                if let Some(w) = failed {
+                    e.push_str(&format!(
+                        " (its value was written by a write recorded as failed: process {}, {:.3}-{:.3} s, {})",
+                        w.process,
+                        w.invoke_ns as f64 / 1e9,
+                        w.complete_ns as f64 / 1e9,
+                        w.error.as_deref().unwrap_or("no error text"),
+                    ));
+                }
+                e
+            }
             None => "no linearization exists".into(),
         };
         FailureWindow {
@@ -479,6 +524,7 @@ mod tests {
             error: None,
             coordinator: None,
             phase: Phase::Main,
+            attempts: None,
         }
     }
     fn w(v: &str, a: u64, b: u64) -> Op {
@@ -527,12 +573,27 @@ mod tests {
 
     #[test]
     fn reading_a_failed_or_never_written_value_is_invalid() {
-        let h = vec![
-            op(OpKind::Write, Some("x"), Outcome::Fail, 0, 10),
-            r(Some("x"), 20, 30),
-        ];
-        assert_eq!(check(&h).verdict, Verdict::Invalid);
-        assert_eq!(check(&[r(Some("ghost"), 0, 1)]).verdict, Verdict::Invalid);
+        let mut failed = op(OpKind::Write, Some("x"), Outcome::Fail, 0, 10);
+        failed.error = Some("Unavailable: nothing was written".into());
+        let h = vec![failed, r(Some("x"), 20, 30)];
+        let res = check(&h);
+        assert_eq!(res.verdict, Verdict::Invalid);
+        // The report says the read value came from a write recorded as failed.
+        assert_eq!(res.keys[0].reads_of_failed_writes, 1);
+        assert!(
+            res.reason.contains("written by a write recorded as failed")
+                && res.reason.contains("Unavailable: nothing was written"),
+            "{}",
+            res.reason
+        );
+        let ghost = check(&[r(Some("ghost"), 0, 1)]);
+        assert_eq!(ghost.verdict, Verdict::Invalid);
+        assert_eq!(ghost.keys[0].reads_of_failed_writes, 0);
+        assert!(
+            !ghost.reason.contains("recorded as failed"),
+            "{}",
+            ghost.reason
+        );
     }
 
     #[test]

@@ -155,6 +155,7 @@ mod tests {
             error: None,
             coordinator: None,
             phase: Phase::Main,
+            attempts: None,
         }
     }
 
