@@ -222,6 +222,9 @@ impl Client {
             receipt: self.cfg.receipts,
         };
         let mut attempts = 0;
+        // The first attempt that ended ambiguously: once one may have been applied, no later
+        // answer can say the write was certainly not applied.
+        let mut ambiguous: Option<ClientError> = None;
         loop {
             attempts += 1;
             let req = match value {
@@ -264,12 +267,19 @@ impl Client {
                 Err(e @ ClientError::Timeout { .. }) if attempts <= self.cfg.write_retries => {
                     tracing::debug!(error = %e, attempts, "write ended ambiguously; retrying the same op");
                     opts.retry = true;
+                    ambiguous.get_or_insert(e);
                     // Back off (100 ms, 200 ms, ... at most 1 s) so a replica that is briefly
                     // stalled can come back before the retries are spent.
                     let backoff = RETRY_BACKOFF * 2u32.saturating_pow(attempts - 1);
                     tokio::time::sleep(backoff.min(MAX_RETRY_BACKOFF)).await;
                 }
-                Err(e) => return Err(e),
+                Err(e @ ClientError::Timeout { .. }) => return Err(e),
+                Err(e) => {
+                    return Err(match ambiguous {
+                        Some(first) => still_ambiguous(first, e, attempts),
+                        None => e,
+                    })
+                }
             }
         }
     }
@@ -548,6 +558,27 @@ impl Client {
             };
         }
         Err(last)
+    }
+}
+
+/// A retry's definite failure (`Unavailable`, `Connect`, ...) after an attempt that timed out:
+/// the first attempt may still have been applied, so the write's outcome is a timeout.
+fn still_ambiguous(first: ClientError, last: ClientError, attempts: u32) -> ClientError {
+    match first {
+        ClientError::Timeout {
+            message,
+            acks,
+            required,
+            receipt,
+        } => ClientError::Timeout {
+            message: format!(
+                "{message}; attempt {attempts} of the same op then failed: {last}; the write may or may not have been applied"
+            ),
+            acks,
+            required,
+            receipt,
+        },
+        other => other,
     }
 }
 

@@ -195,3 +195,33 @@ async fn the_cli_keeps_a_session_across_commands_and_prints_receipts() {
         .expect_err("absent");
     assert!(matches!(err, ClientError::NotFound), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_refused_after_an_ambiguous_timeout_is_still_a_timeout() {
+    // Replica requests time out after 400 ms and a silent node is marked down after 1 s: the
+    // first ALL attempt with node 3 paused times out after two replicas stored the write, and a
+    // later retry is refused at once as Unavailable ("nothing was written"), which must not be
+    // taken for the write's outcome.
+    let h =
+        start("\n[timeouts]\nrequest-ms = 400\nheartbeat-ms = 200\ndown-after-ms = 1000\n").await;
+    let c = client_with(&h, |c| c.write_retries = 6).await;
+    let node3 = nix::unistd::Pid::from_raw(h.cluster.pid(3).expect("node 3 runs"));
+    nix::sys::signal::kill(node3, nix::sys::signal::Signal::SIGSTOP).expect("pause node 3");
+    let res = c.put_via(1, b"ambiguous", b"maybe", Consistency::All).await;
+    nix::sys::signal::kill(node3, nix::sys::signal::Signal::SIGCONT).expect("resume node 3");
+    match res {
+        Err(ClientError::Timeout { message, .. }) => {
+            assert!(message.contains("unavailable"), "{message}")
+        }
+        other => panic!("expected an ambiguous timeout, got {other:?}"),
+    }
+    // And indeed it was applied where it could be.
+    for id in [1, 2] {
+        let record = c.inspect(id, b"ambiguous").await.expect("inspect");
+        assert_eq!(
+            record.and_then(|r| r.value).as_deref(),
+            Some(&b"maybe"[..]),
+            "node {id}"
+        );
+    }
+}
