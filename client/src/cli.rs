@@ -29,6 +29,7 @@ Exit status:
   9   configuration: missing or broken cluster directory or certificates, no ringkv-node binary
   10  cannot reach the cluster
   11  stale: no replica had the version this session already saw (nothing older was returned)
+  12  clock skew: the key's newest version is too far ahead of the coordinator's clock (nothing written)
 
 The cluster directory is --cluster-dir, else $RINGKV_CLUSTER_DIR, else ~/.ringkv/cluster.
 RUST_LOG sets the log filter (default: warn); logs go to stderr.";

@@ -28,6 +28,10 @@ pub enum ClientError {
     /// monotonic reads): nothing older was returned.
     #[error("stale: {0}")]
     Stale(String),
+    /// The coordinator would have had to stamp a version too far ahead of its clock (the key's
+    /// newest version, or the session's, is beyond its `max-clock-ahead-ms`); nothing was written.
+    #[error("clock skew: {0}")]
+    ClockSkew(String),
     /// The request was refused as invalid (too large, wrong level for the operation).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -61,6 +65,7 @@ impl ClientError {
             ClientError::Config(_) => 9,
             ClientError::Connect(_) => 10,
             ClientError::Stale(_) => 11,
+            ClientError::ClockSkew(_) => 12,
             ClientError::Server(_) => 1,
         }
     }
@@ -77,6 +82,7 @@ impl ClientError {
             ClientError::Config(_) => "Config",
             ClientError::Connect(_) => "Connect",
             ClientError::Stale(_) => "Stale",
+            ClientError::ClockSkew(_) => "ClockSkew",
             ClientError::Server(_) => "Server",
         }
     }
@@ -100,10 +106,33 @@ impl From<ErrorReply> for ClientError {
             ErrorCode::InvalidRequest => ClientError::InvalidRequest(e.message),
             ErrorCode::Unauthorized => ClientError::Unauthorized(e.message),
             ErrorCode::Overloaded => ClientError::Overloaded(e.message),
-            ErrorCode::Malformed
-            | ErrorCode::ClockSkew
-            | ErrorCode::ShuttingDown
-            | ErrorCode::Internal => ClientError::Server(e.to_string()),
+            ErrorCode::ClockSkew => ClientError::ClockSkew(e.message),
+            ErrorCode::Malformed | ErrorCode::ShuttingDown | ErrorCode::Internal => {
+                ClientError::Server(e.to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_error_codes_map_to_distinct_exit_statuses() {
+        let cases = [
+            (ErrorCode::Unavailable, 4),
+            (ErrorCode::Timeout, 5),
+            (ErrorCode::InvalidRequest, 6),
+            (ErrorCode::Unauthorized, 7),
+            (ErrorCode::Overloaded, 8),
+            (ErrorCode::Stale, 11),
+            (ErrorCode::ClockSkew, 12),
+            (ErrorCode::Internal, 1),
+        ];
+        for (code, exit) in cases {
+            let e = ClientError::from(ErrorReply::new(code, "m"));
+            assert_eq!(e.exit_code(), exit, "{code:?} -> {e:?}");
         }
     }
 }

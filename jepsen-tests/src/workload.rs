@@ -129,8 +129,9 @@ pub fn outcome_of(e: &ClientError) -> Outcome {
         | ClientError::Unauthorized(_)
         | ClientError::Connect(_)
         | ClientError::Config(_) => Outcome::Fail,
-        // A read that found no replica as new as the session's floor returned nothing.
-        ClientError::Stale(_) => Outcome::Fail,
+        // A read that found no replica as new as the session's floor returned nothing; a write
+        // the coordinator could not stamp within its clock bound wrote nothing.
+        ClientError::Stale(_) | ClientError::ClockSkew(_) => Outcome::Fail,
         // Sent, and the reply was lost, late or an internal error: unknown.
         ClientError::Timeout { .. } | ClientError::Server(_) | ClientError::NotFound => {
             Outcome::Info
@@ -409,8 +410,12 @@ mod tests {
         assert_eq!(outcome_of(&ClientError::Connect("x".into())), Outcome::Fail);
         assert_eq!(outcome_of(&timeout), Outcome::Info);
         assert_eq!(
-            outcome_of(&ClientError::Server("clock skew".into())),
+            outcome_of(&ClientError::Server("internal".into())),
             Outcome::Info
+        );
+        assert_eq!(
+            outcome_of(&ClientError::ClockSkew("ahead".into())),
+            Outcome::Fail
         );
         // A read that found nothing as new as the session's floor returned nothing.
         assert_eq!(
