@@ -18,6 +18,15 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error(ErrorReply::new(code, message))
 }
 
+/// The replica failures behind an error, as a parenthesised suffix (empty when none).
+fn failure_detail(failures: &[String]) -> String {
+    if failures.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", failures.join("; "))
+    }
+}
+
 fn counted(code: ErrorCode, message: String, acks: usize, required: usize) -> Response {
     Response::Error(counted_reply(code, message, acks, required))
 }
@@ -259,11 +268,7 @@ impl Node {
                 }
             }
         }
-        let detail = if failures.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", failures.join("; "))
-        };
+        let detail = failure_detail(&failures);
         let mut reply = counted_reply(
             ErrorCode::Timeout,
             format!(
@@ -477,11 +482,7 @@ impl Node {
                 }
             }
         }
-        let detail = if failures.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", failures.join("; "))
-        };
+        let detail = failure_detail(&failures);
         Err(counted(
             ErrorCode::Timeout,
             format!(
@@ -699,11 +700,7 @@ impl Node {
                 }
             }
         }
-        let detail = if failures.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", failures.join("; "))
-        };
+        let detail = failure_detail(&failures);
         // Stale only when every replica asked answered and none is new enough; a replica that
         // failed or is still to answer might hold the version: that is a timeout.
         let mut reply = match opts.min_version {

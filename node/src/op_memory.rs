@@ -13,7 +13,7 @@
 
 use proto::message::OpId;
 use proto::Version;
-use std::collections::HashMap;
+use storage::version_cache::Generations;
 
 /// Ops remembered per generation by default: a full generation of 262,144 entries of 48 bytes
 /// takes about 25 MB with the hash table's spare buckets, two about 50 MB; the last 262,144 ops
@@ -22,25 +22,17 @@ pub const DEFAULT_OPS_PER_GENERATION: usize = 1 << 18;
 
 /// A bounded map from op id to the version and fingerprint it was first recorded with.
 #[derive(Debug)]
-pub struct OpMemory {
-    current: HashMap<OpId, (Version, u64)>,
-    old: HashMap<OpId, (Version, u64)>,
-    capacity: usize,
-}
+pub struct OpMemory(Generations<OpId, (Version, u64)>);
 
 impl OpMemory {
-    /// Remembers at least the last `capacity` ops (at least 1).
+    /// Remembers at least the last `capacity` ops (at least 1), at most twice that many.
     pub fn new(capacity: usize) -> OpMemory {
-        OpMemory {
-            current: HashMap::new(),
-            old: HashMap::new(),
-            capacity: capacity.max(1),
-        }
+        OpMemory(Generations::new(capacity.max(1)))
     }
 
     /// The version and fingerprint `op` was recorded with.
     pub fn get(&self, op: OpId) -> Option<(Version, u64)> {
-        self.current.get(&op).or_else(|| self.old.get(&op)).copied()
+        self.0.get(&op)
     }
 
     /// Records `op` with `version` and `fingerprint`, unless it is already recorded (the first
@@ -49,21 +41,18 @@ impl OpMemory {
         if let Some(first) = self.get(op) {
             return first;
         }
-        if self.current.len() >= self.capacity {
-            self.old = std::mem::take(&mut self.current);
-        }
-        self.current.insert(op, (version, fingerprint));
+        self.0.insert(&op, (version, fingerprint));
         (version, fingerprint)
     }
 
     /// Ops remembered now.
     pub fn len(&self) -> usize {
-        self.current.len() + self.old.len()
+        self.0.len()
     }
 
     /// Whether no op is remembered.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
     }
 }
 

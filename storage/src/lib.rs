@@ -28,8 +28,9 @@
 //! - [`memory`]: [`MemEngine`], a `BTreeMap` backend for tests and simulation.
 //! - [`rocks`]: [`RocksEngine`], the RocksDB backend, its [`RocksOptions`] and column families
 //!   (`data`, `meta`, `hints`: see [`rocks::CF_NAMES`]).
-//! - [`version_cache`]: the bounded cache of recently written keys' versions that lets
-//!   [`RocksEngine`]'s apply skip the storage lookup for hot keys.
+//! - [`version_cache`]: [`version_cache::Generations`], a map bounded by two generations, and
+//!   on it the cache of recently written keys' versions that lets apply skip the read half of its
+//!   read-compare-write for hot keys.
 //! - [`error`]: the [`StorageError`] type.
 
 pub mod encoding;

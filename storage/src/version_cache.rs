@@ -9,64 +9,131 @@
 //! (apply and purge both hold the apply lock and update it).
 
 use proto::Version;
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 
-/// Versions of recently written keys.
+/// A map bounded by generations: entries land in the young map; when it holds `per_generation`
+/// entries it becomes the old map and the previous old map is dropped. The last
+/// `per_generation` keys inserted are always present, at most twice that many are. With
+/// `per_generation` 0 it stores nothing.
 #[derive(Debug)]
-pub struct VersionCache {
+pub struct Generations<K, V> {
     per_generation: usize,
-    young: HashMap<Vec<u8>, Version>,
-    old: HashMap<Vec<u8>, Version>,
+    /// Allocate each young map at its full size up front (no rehashing on the hot path).
+    presize: bool,
+    young: HashMap<K, V>,
+    old: HashMap<K, V>,
 }
 
-impl VersionCache {
-    /// A cache of at most `capacity` keys (0 disables it).
-    pub fn new(capacity: usize) -> VersionCache {
-        // The young generation is sized once up front: growing a large map rehashes every key
-        // in one go, a multi-millisecond pause on the writer thread.
-        let per_generation = capacity / 2;
-        VersionCache {
+impl<K: Hash + Eq, V: Copy> Generations<K, V> {
+    /// A map whose young generation grows as needed.
+    pub fn new(per_generation: usize) -> Self {
+        Generations {
             per_generation,
+            presize: false,
+            young: HashMap::new(),
+            old: HashMap::new(),
+        }
+    }
+
+    /// A map whose young generation is allocated at its full size.
+    pub fn presized(per_generation: usize) -> Self {
+        Generations {
+            per_generation,
+            presize: true,
             young: HashMap::with_capacity(per_generation),
             old: HashMap::new(),
         }
     }
 
-    /// The stored version of `key`, if cached. `None` means unknown, not absent.
-    pub fn get(&self, key: &[u8]) -> Option<Version> {
+    /// The value of `key`, young generation first.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.young.get(key).or_else(|| self.old.get(key)).copied()
     }
 
-    /// Records that `key` now stores `version`.
-    pub fn insert(&mut self, key: &[u8], version: Version) {
+    /// Sets `key` to `value` in the young generation (an old entry of it is shadowed).
+    pub fn insert<Q>(&mut self, key: &Q, value: V)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if self.per_generation == 0 {
             return;
         }
         if let Some(v) = self.young.get_mut(key) {
-            *v = version;
+            *v = value;
             return;
         }
         if self.young.len() >= self.per_generation {
-            let fresh = HashMap::with_capacity(self.per_generation);
+            let fresh = if self.presize {
+                HashMap::with_capacity(self.per_generation)
+            } else {
+                HashMap::new()
+            };
             self.old = std::mem::replace(&mut self.young, fresh);
         }
-        self.young.insert(key.to_vec(), version);
+        self.young.insert(key.to_owned(), value);
     }
 
-    /// Forgets `key` (it was deleted).
-    pub fn remove(&mut self, key: &[u8]) {
+    /// Forgets `key` in both generations.
+    pub fn remove<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.young.remove(key);
         self.old.remove(key);
     }
 
-    /// Keys cached (stale old-generation duplicates included).
+    /// Entries held (a key in both generations counts twice).
     pub fn len(&self) -> usize {
         self.young.len() + self.old.len()
     }
 
-    /// Whether nothing is cached.
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The versions of recently written keys: at most `capacity` keys, two generations of half.
+#[derive(Debug)]
+pub struct VersionCache(Generations<Vec<u8>, Version>);
+
+impl VersionCache {
+    /// A cache of at most `capacity` keys (0: caches nothing), allocated up front.
+    pub fn new(capacity: usize) -> VersionCache {
+        VersionCache(Generations::presized(capacity / 2))
+    }
+
+    /// The cached version of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<Version> {
+        self.0.get(key)
+    }
+
+    /// Caches `version` as `key`'s stored version.
+    pub fn insert(&mut self, key: &[u8], version: Version) {
+        self.0.insert(key, version)
+    }
+
+    /// Forgets `key`.
+    pub fn remove(&mut self, key: &[u8]) {
+        self.0.remove(key)
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
