@@ -177,9 +177,7 @@ impl Client {
         value: &[u8],
         consistency: Consistency,
     ) -> Result<WriteOutcome, ClientError> {
-        check_key(key)?;
-        check_value(value)?;
-        self.write(key, Some(value), consistency, None).await
+        self.checked_put(key, value, consistency, None).await
     }
 
     /// Writes `value` under `key` with `node` as the coordinator, instead of a replica chosen by
@@ -191,9 +189,19 @@ impl Client {
         value: &[u8],
         consistency: Consistency,
     ) -> Result<WriteOutcome, ClientError> {
+        self.checked_put(key, value, consistency, Some(node)).await
+    }
+
+    async fn checked_put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        consistency: Consistency,
+        via: Option<NodeId>,
+    ) -> Result<WriteOutcome, ClientError> {
         check_key(key)?;
         check_value(value)?;
-        self.write(key, Some(value), consistency, Some(node)).await
+        self.write(key, Some(value), consistency, via).await
     }
 
     /// Deletes `key` (writes a tombstone).

@@ -33,16 +33,14 @@ const SHORT_SCHEDULE: Schedule = Schedule {
     fault: Duration::from_secs(3),
 };
 
-/// Every nemesis the random-coordinator register scenarios run under.
-pub const RANDOM_COORDINATOR_NEMESES: [NemesisKind; 7] = [
-    NemesisKind::PartitionHalves,
-    NemesisKind::PartitionOne,
-    NemesisKind::PartitionMajoritiesRing,
-    NemesisKind::PartitionBridge,
-    NemesisKind::Kill,
-    NemesisKind::Pause,
-    NemesisKind::ClockSkew,
-];
+/// Every nemesis that injects a fault and heals it (all but `none` and `kill-wipe`, which only
+/// the set workload's dedicated scenario uses): what the random-coordinator register scenarios
+/// run under.
+pub fn fault_nemeses() -> impl Iterator<Item = NemesisKind> {
+    NemesisKind::ALL
+        .into_iter()
+        .filter(|n| !matches!(n, NemesisKind::None | NemesisKind::KillWipe))
+}
 /// Workload time of the random-coordinator register scenarios: with 5 s of fault and 5 s of
 /// quiet, four fault cycles.
 const RANDOM_COORDINATOR_TIME: Duration = Duration::from_secs(40);
@@ -105,18 +103,8 @@ pub fn short() -> Vec<Scenario> {
 /// The full matrix.
 pub fn full() -> Vec<Scenario> {
     let mut out = Vec::new();
-    let nemeses = [
-        NemesisKind::None,
-        NemesisKind::PartitionHalves,
-        NemesisKind::PartitionOne,
-        NemesisKind::PartitionMajoritiesRing,
-        NemesisKind::PartitionBridge,
-        NemesisKind::Kill,
-        NemesisKind::Pause,
-        NemesisKind::ClockSkew,
-    ];
     for level in [Consistency::Quorum, Consistency::All] {
-        for nemesis in nemeses {
+        for nemesis in std::iter::once(NemesisKind::None).chain(fault_nemeses()) {
             out.push(Scenario::new(WorkloadKind::Set, level, nemesis));
         }
     }
@@ -157,7 +145,7 @@ pub fn full() -> Vec<Scenario> {
 /// last-write-wins alone gives.
 pub fn linearizable() -> Vec<Scenario> {
     let mut out = Vec::new();
-    for nemesis in RANDOM_COORDINATOR_NEMESES {
+    for nemesis in fault_nemeses() {
         for level in [Consistency::Linearizable, Consistency::Quorum] {
             out.push(register_random_coordinators(level, nemesis));
         }
@@ -331,7 +319,7 @@ mod tests {
             .iter()
             .filter(|s| s.consistency == Consistency::Linearizable)
             .collect();
-        for nemesis in RANDOM_COORDINATOR_NEMESES {
+        for nemesis in fault_nemeses() {
             let s = linearizable
                 .iter()
                 .find(|s| s.nemesis == nemesis)
@@ -359,7 +347,7 @@ mod tests {
             assert!(q.must_be_valid.is_empty(), "{}", q.name);
             assert_eq!((q.time, q.keys, q.rate), (s.time, s.keys, s.rate));
         }
-        assert_eq!(linearizable.len(), RANDOM_COORDINATOR_NEMESES.len());
+        assert_eq!(linearizable.len(), fault_nemeses().count());
         // The CI suite has one, also required.
         let short = short();
         let ci: Vec<&Scenario> = short

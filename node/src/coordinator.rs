@@ -152,7 +152,10 @@ impl Node {
         };
         let key = Arc::new(key);
         let mut receipt = opts.receipt.then(Receipt::default);
-        let fingerprint = proto::message::op_fingerprint(&key, value.as_deref());
+        // Only a write with an op id is remembered, so only it needs its fingerprint.
+        let fingerprint = opts.op.map_or(0, |_| {
+            proto::message::op_fingerprint(&key, value.as_deref())
+        });
         let version = match self
             .write_version(
                 &key,

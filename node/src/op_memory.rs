@@ -16,7 +16,8 @@ use proto::Version;
 use storage::version_cache::Generations;
 
 /// Ops remembered per generation by default: a full generation of 262,144 entries of 48 bytes
-/// takes about 25 MB with the hash table's spare buckets, two about 50 MB; the last 262,144 ops
+/// takes about 25 MB with the hash table's spare buckets, two about 50 MB (computed, not
+/// measured); the last 262,144 ops
 /// a node saw are always remembered.
 pub const DEFAULT_OPS_PER_GENERATION: usize = 1 << 18;
 
