@@ -258,6 +258,8 @@ impl Cluster {
                     tombstone_grace_ms: 8_000_000,
                 },
                 metrics_listen: None,
+                seeds: Vec::new(),
+                streaming: Default::default(),
                 members: members.clone(),
             });
         }

@@ -191,7 +191,17 @@ impl Node {
         let _running = self.ae_running.lock().await;
         let started = Instant::now();
         let mut report = RepairReport::default();
-        for (range, replicas) in self.ring.ranges_of(self.id) {
+        let view = self.view();
+        // Trees and ranges are those of the read ring; while a topology change moves data, or
+        // the trees are being rebuilt for new ranges, replicas cannot compare like for like.
+        let ranges = match (&view.read, &view.also) {
+            (Some(ring), None) if !self.store.rebuilding_trees() => ring.ranges_of(self.id),
+            _ => {
+                debug!("anti-entropy skipped: topology change or tree rebuild in progress");
+                Vec::new()
+            }
+        };
+        for (range, replicas) in ranges {
             for peer in replicas
                 .into_iter()
                 .filter(|p| *p != self.id && with_peer(*p))
@@ -449,12 +459,10 @@ impl Node {
     /// Deletes tombstones older than the grace period and takes them out of the trees.
     pub async fn purge_tombstones(self: &Arc<Self>) {
         let cutoff = self.purge_cutoff();
-        let ranges: Vec<TokenRange> = self
-            .ring
-            .ranges_of(self.id)
-            .into_iter()
-            .map(|(r, _)| r)
-            .collect();
+        if self.view().also.is_some() || self.store.rebuilding_trees() {
+            return;
+        }
+        let ranges: Vec<TokenRange> = self.my_read_ranges();
         let engine = self.store.engine().clone();
         let purged = tokio::task::spawn_blocking(move || {
             let mut all = Vec::new();

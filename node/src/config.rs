@@ -61,8 +61,42 @@ pub struct NodeConfig {
     /// Address of the Prometheus metrics HTTP endpoint (`GET /metrics`). Default: none.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
-    /// Every member of the cluster, this node included.
+    /// Streaming of ranges during topology changes.
+    #[serde(default)]
+    pub streaming: StreamingConfig,
+    /// Addresses of existing cluster nodes to learn the ring from. Empty (the default): this
+    /// node founds a cluster whose initial ring is `members`. Non-empty: only this node's own
+    /// entry of `members` is read (its address, datacenter, rack, tokens); the ring comes from
+    /// the seeds by gossip, and the node owns data only once `ringkv cluster join` has
+    /// committed it. A node that has run before always restarts from the ring it last saw.
+    #[serde(default)]
+    pub seeds: Vec<SocketAddr>,
+    /// Every member of the cluster, this node included (see `seeds`).
     pub members: Vec<MemberConfig>,
+}
+
+/// Range streaming during topology changes (join, leave, replace).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct StreamingConfig {
+    /// Most bytes (keys and values) a gaining node receives per second, over all its streams,
+    /// so client requests keep their latency. Default 8 MiB/s.
+    pub max_bytes_per_sec: u64,
+    /// Records asked for per page. Default 1000.
+    pub page_records: u32,
+    /// How long a stream waits for a source that is down before skipping it (the other
+    /// replicas of the range are still streamed). Default 30000.
+    pub source_wait_ms: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            max_bytes_per_sec: 8 << 20,
+            page_records: 1000,
+            source_wait_ms: 30_000,
+        }
+    }
 }
 
 /// PEM files: the cluster CA certificate, this node's certificate and key.
@@ -154,7 +188,14 @@ pub struct Timeouts {
     pub connect_ms: u64,
     /// Heartbeat interval of the failure detector. Default 200.
     pub heartbeat_ms: u64,
-    /// A peer silent for this long is considered down. Default 1000.
+    /// The phi-accrual failure detector's threshold: a peer is down while its suspicion level
+    /// phi exceeds it. Default 8.
+    pub phi_threshold: f64,
+    /// Silence tolerated on top of a peer's mean heartbeat interval before phi rises. Default
+    /// 300.
+    pub acceptable_pause_ms: u64,
+    /// A peer silent for this long is down whatever phi says (also the heartbeat timeout).
+    /// Default 1000.
     pub down_after_ms: u64,
     /// Peer timestamps further ahead of local time than this are refused. Default 5000.
     pub max_clock_ahead_ms: u64,
@@ -168,6 +209,8 @@ impl Default for Timeouts {
             request_ms: 2000,
             connect_ms: 2000,
             heartbeat_ms: 200,
+            phi_threshold: 8.0,
+            acceptable_pause_ms: 300,
             down_after_ms: 1000,
             max_clock_ahead_ms: 5000,
             shutdown_grace_ms: 5000,
@@ -356,6 +399,13 @@ impl NodeConfig {
             }
         }
         let t = &self.timeouts;
+        if !(t.phi_threshold.is_finite() && t.phi_threshold > 0.0) {
+            return bad("timeouts: phi-threshold must be a positive number".into());
+        }
+        let st = &self.streaming;
+        if st.max_bytes_per_sec == 0 || st.page_records == 0 {
+            return bad("streaming: max-bytes-per-sec and page-records must be > 0".into());
+        }
         if t.request_ms == 0 || t.heartbeat_ms == 0 || t.down_after_ms <= t.heartbeat_ms {
             return bad("timeouts: request-ms and heartbeat-ms must be > 0 and down-after-ms > heartbeat-ms".into());
         }
@@ -388,6 +438,10 @@ impl NodeConfig {
                 "anti-entropy: tombstone-grace-ms ({}) must exceed twice interval-ms ({}), or deleted data can come back",
                 ae.tombstone_grace_ms, ae.interval_ms
             ));
+        }
+        if !self.seeds.is_empty() {
+            // The ring comes from the seeds; only this node's own entry matters here.
+            return Ok(());
         }
         self.ring()
             .map(|_| ())

@@ -103,19 +103,38 @@ impl Node {
         key: &[u8],
         level: Consistency,
         for_read: bool,
-    ) -> Result<(Requirement, Vec<NodeId>), Response> {
-        let replicas = self.ring.replicas_for_key(key);
-        let req = Requirement::new(
-            level,
-            replicas,
-            |n| self.dc_of(n),
-            &self.datacenter,
-            for_read,
-        )
-        .map_err(|e| match e {
-            LevelError::AnyForRead => error(ErrorCode::InvalidRequest, e.to_string()),
-            LevelError::TooFewReplicas { .. } => error(ErrorCode::Unavailable, e.to_string()),
-        })?;
+    ) -> Result<(Requirement, Vec<NodeId>, Vec<NodeId>), Response> {
+        let view = self.view();
+        if view.read.is_none() {
+            return Err(error(
+                ErrorCode::Unavailable,
+                "this node has not learned a cluster ring yet (started with seeds, not joined)",
+            ));
+        }
+        // Reads use the read ring; during a topology change a write must meet its level in both
+        // the current and the next ring, so that whichever ring later serves reads has it.
+        let sets: Vec<&[NodeId]> = if for_read {
+            vec![view.read_replicas(key)]
+        } else {
+            view.write_replica_sets(key)
+        };
+        let mut req = Requirement { groups: Vec::new() };
+        let mut replicas: Vec<NodeId> = Vec::with_capacity(sets.first().map_or(0, |s| s.len()));
+        for set in sets {
+            let r = Requirement::new(level, set, |n| view.dc_of(n), &self.datacenter, for_read)
+                .map_err(|e| match e {
+                    LevelError::AnyForRead => error(ErrorCode::InvalidRequest, e.to_string()),
+                    LevelError::TooFewReplicas { .. } => {
+                        error(ErrorCode::Unavailable, e.to_string())
+                    }
+                })?;
+            req.groups.extend(r.groups);
+            for &n in set {
+                if !replicas.contains(&n) {
+                    replicas.push(n);
+                }
+            }
+        }
         let alive: Vec<NodeId> = replicas
             .iter()
             .copied()
@@ -131,7 +150,7 @@ impl Node {
                 needed,
             ));
         }
-        Ok((req, alive))
+        Ok((req, alive, replicas))
     }
 
     /// Coordinates a put (`value` is `Some`) or a delete (`None`).
@@ -146,7 +165,7 @@ impl Node {
         if let Err(resp) = check_sizes(&key, value.as_deref()) {
             return resp;
         }
-        let (req, alive) = match self.plan(&key, level, false) {
+        let (req, alive, replicas) = match self.plan(&key, level, false) {
             Ok(p) => p,
             Err(resp) => return resp,
         };
@@ -178,9 +197,7 @@ impl Node {
         // Hints for replicas known down are written off the request path, in one task; only ANY
         // with no live replica waits for them, since a hint is then the write's only copy (and a
         // receipt, which names them).
-        let down: Vec<NodeId> = self
-            .ring
-            .replicas_for_key(&key)
+        let down: Vec<NodeId> = replicas
             .iter()
             .copied()
             .filter(|r| !alive.contains(r))
@@ -580,6 +597,7 @@ impl Node {
         deadline: Instant,
     ) -> Result<Response, String> {
         let addr = *self
+            .view()
             .addrs
             .get(&peer)
             .ok_or_else(|| format!("unknown node {peer}"))?;
@@ -599,18 +617,19 @@ impl Node {
     /// Replicas to read from, best first: this node, then its datacenter, then the rest, each in
     /// ring order.
     fn read_preference(&self, alive: &[NodeId]) -> Vec<NodeId> {
+        let view = self.view();
         let mut order: Vec<NodeId> = alive.iter().copied().filter(|r| *r == self.id).collect();
         order.extend(
             alive
                 .iter()
                 .copied()
-                .filter(|r| *r != self.id && self.dc_of(*r) == self.datacenter),
+                .filter(|r| *r != self.id && view.dc_of(*r) == self.datacenter),
         );
         order.extend(
             alive
                 .iter()
                 .copied()
-                .filter(|r| self.dc_of(*r) != self.datacenter),
+                .filter(|r| view.dc_of(*r) != self.datacenter),
         );
         order
     }
@@ -629,7 +648,7 @@ impl Node {
         if let Err(resp) = check_sizes(&key, None) {
             return resp;
         }
-        let (req, alive) = match self.plan(&key, level, true) {
+        let (req, alive, _) = match self.plan(&key, level, true) {
             Ok(p) => p,
             Err(resp) => return resp,
         };

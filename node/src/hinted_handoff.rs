@@ -101,7 +101,7 @@ impl Node {
     /// batch, at most `replay-rate` hints per second. Returns how many were delivered.
     pub async fn replay_pass(self: &Arc<Self>, target: NodeId) -> Result<u64, String> {
         let cfg = self.cfg.hints.clone();
-        let addr = *self.addrs.get(&target).ok_or("unknown target")?;
+        let addr = *self.view().addrs.get(&target).ok_or("unknown target")?;
         let engine = self.store.engine().clone();
         let cutoff = wall_millis().saturating_sub(cfg.window_ms);
         let e2 = engine.clone();

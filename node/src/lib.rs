@@ -5,7 +5,9 @@
 //! - [`node`]: a running node's shared state, the request handler, start-up and shutdown.
 //! - [`coordinator`]: coordinating puts, deletes and gets across a key's replicas.
 //! - [`levels`]: what each consistency level requires of a key's replicas.
-//! - [`failure_detector`]: heartbeat-based liveness of peers.
+//! - [`failure_detector`]: the phi-accrual failure detector (liveness of peers).
+//! - [`membership`]: the gossiped ring state, this node's view of it, and topology changes
+//!   (staging, commit, range streaming, the transition driver).
 //! - [`local_store`]: the storage engine behind a batching writer thread and the blocking pool;
 //!   keeps the Merkle trees current on every write.
 //! - [`op_memory`]: the bounded memory of client write op ids and their versions (safe retries).
@@ -23,6 +25,7 @@ pub mod failure_detector;
 pub mod hinted_handoff;
 pub mod levels;
 pub mod local_store;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod op_memory;

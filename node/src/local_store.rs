@@ -7,10 +7,11 @@
 //! MultiGet), so a burst of reads costs one thread wake-up, not one per read.
 
 use proto::Record;
+use ring::TokenRange;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use storage::merkle::TreeSet;
-use storage::{Applied, Engine, StorageError, Write};
+use storage::{Applied, Engine, ScanCursor, StorageError, Write};
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
@@ -28,9 +29,81 @@ struct ReadJob {
 
 type WriteReply = oneshot::Sender<Result<Applied, String>>;
 
-struct Job {
-    write: Write,
-    done: WriteReply,
+enum Job {
+    /// Apply one write.
+    Write { write: Write, done: WriteReply },
+    /// Replace the Merkle trees by trees of these ranges, built from storage a page at a time
+    /// between write batches.
+    Rebuild { ranges: Vec<TokenRange> },
+}
+
+/// Records scanned per rebuild step (one step runs between two write batches).
+const REBUILD_PAGE: usize = 2048;
+
+/// A Merkle tree rebuild in progress on the writer thread. Ranges are scanned in order, a page
+/// per step; a write lands in the new trees only once the scan has passed its position (it is
+/// otherwise found by the scan), so the new trees equal what is stored when the scan ends,
+/// with no pause of the writes.
+struct Rebuilding {
+    set: TreeSet,
+    ranges: Vec<TokenRange>,
+    at: usize,
+    cursor: Option<ScanCursor>,
+}
+
+/// Position of a token in the scan order of `range` (ascending from just after its start).
+fn position(range: &TokenRange, token: ring::Token) -> u64 {
+    token.wrapping_sub(range.start).wrapping_sub(1)
+}
+
+impl Rebuilding {
+    fn new(ranges: Vec<TokenRange>) -> Self {
+        let set = TreeSet::new(ranges);
+        let ranges: Vec<TokenRange> = set.ranges().copied().collect();
+        Rebuilding {
+            set,
+            ranges,
+            at: 0,
+            cursor: None,
+        }
+    }
+
+    /// Whether the scan has passed `key` (so a write to it must be applied to the new trees).
+    fn passed(&self, key: &[u8]) -> bool {
+        let token = ring::token_of(key);
+        let Some(i) = self.ranges.iter().position(|r| r.contains(token)) else {
+            return false;
+        };
+        match i.cmp(&self.at) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => self.cursor.as_ref().is_some_and(|c| {
+                let r = &self.ranges[i];
+                (position(r, token), key) <= (position(r, c.token), c.key.as_slice())
+            }),
+        }
+    }
+
+    /// Scans one page; true when every range is done.
+    fn step(&mut self, engine: &dyn Engine) -> Result<bool, StorageError> {
+        let Some(range) = self.ranges.get(self.at).copied() else {
+            return Ok(true);
+        };
+        let page = engine.scan(range, self.cursor.as_ref(), REBUILD_PAGE)?;
+        for (key, record) in &page {
+            self.set.update(key, None, Some(record.version));
+        }
+        match page.last() {
+            Some((key, _)) if page.len() >= REBUILD_PAGE => {
+                self.cursor = Some(ScanCursor::after(key))
+            }
+            _ => {
+                self.at += 1;
+                self.cursor = None;
+            }
+        }
+        Ok(self.at >= self.ranges.len())
+    }
 }
 
 /// A finished batch's answers, handed to the runtime in one message.
@@ -59,6 +132,7 @@ pub struct LocalStore {
     reads: mpsc::Sender<ReadJob>,
     /// Counters.
     pub stats: Arc<StoreStats>,
+    rebuilding: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A local storage operation failed.
@@ -107,10 +181,12 @@ impl LocalStore {
         let e = engine.clone();
         let stats = Arc::new(StoreStats::default());
         let st = stats.clone();
+        let rebuilding = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rb = rebuilding.clone();
         let handle = std::thread::Builder::new()
             .name("storage-writer".into())
             .spawn(move || {
-                writer(e, rx, replies, trees, st, synced);
+                writer(e, rx, replies, trees, st, synced, rb);
                 let _ = reader_thread.join();
             })?;
         Ok((
@@ -119,6 +195,7 @@ impl LocalStore {
                 tx,
                 reads,
                 stats,
+                rebuilding,
             },
             handle,
         ))
@@ -129,12 +206,28 @@ impl LocalStore {
         &self.engine
     }
 
+    /// Rebuilds the Merkle trees for `ranges` on the writer thread, a page between write
+    /// batches; the new trees replace the old ones when done. A later call replaces a rebuild
+    /// in progress.
+    pub fn rebuild_trees(&self, ranges: Vec<TokenRange>) {
+        self.rebuilding.store(true, Ordering::Release);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(Job::Rebuild { ranges }).await;
+        });
+    }
+
+    /// Whether a Merkle tree rebuild is in progress (anti-entropy waits for it).
+    pub fn rebuilding_trees(&self) -> bool {
+        self.rebuilding.load(Ordering::Acquire)
+    }
+
     /// Applies one write (last-write-wins): [`Applied::Stored`] (with the version it replaced) if
     /// it was newer and stored, [`Applied::Ignored`] otherwise.
     pub async fn apply(&self, key: Vec<u8>, record: Record) -> Result<Applied, LocalStoreError> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(Job {
+            .send(Job::Write {
                 write: Write { key, record },
                 done,
             })
@@ -211,53 +304,121 @@ fn writer(
     trees: Arc<Mutex<TreeSet>>,
     stats: Arc<StoreStats>,
     synced: bool,
+    rebuilding_flag: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut writes: Vec<Write> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        jobs.push(first);
-        while jobs.len() < MAX_BATCH {
+    let mut rebuilding: Option<Rebuilding> = None;
+    loop {
+        // Idle with a rebuild in progress: scan instead of sleeping.
+        let first = if rebuilding.is_some() {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+                Ok(j) => Some(j),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.blocking_recv() {
+                Some(j) => Some(j),
+                None => break,
+            }
+        };
+        if let Some(first) = first {
+            jobs.push(first);
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
             }
         }
         let mut dones = Vec::with_capacity(jobs.len());
         for j in jobs.drain(..) {
-            writes.push(j.write);
-            dones.push(j.done);
-        }
-        match engine.apply(&writes) {
-            Ok(applied) => {
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .writes
-                    .fetch_add(writes.len() as u64, Ordering::Relaxed);
-                if synced {
-                    stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+            match j {
+                Job::Write { write, done } => {
+                    writes.push(write);
+                    dones.push(done);
                 }
-                {
-                    let mut trees = trees.lock().unwrap_or_else(|p| p.into_inner());
-                    for (w, a) in writes.iter().zip(&applied) {
-                        if let Applied::Stored { previous } = a {
-                            trees.update(&w.key, *previous, Some(w.record.version));
-                        }
+                Job::Rebuild { ranges } => rebuilding = Some(Rebuilding::new(ranges)),
+            }
+        }
+        if !writes.is_empty() {
+            apply_batch(
+                engine.as_ref(),
+                &writes,
+                dones,
+                &replies,
+                &trees,
+                &stats,
+                synced,
+                rebuilding.as_mut(),
+            );
+            writes.clear();
+        }
+        if let Some(rb) = rebuilding.as_mut() {
+            match rb.step(engine.as_ref()) {
+                Ok(false) => {}
+                Ok(true) => {
+                    if let Some(done) = rebuilding.take() {
+                        *trees.lock().unwrap_or_else(|p| p.into_inner()) = done.set;
+                        rebuilding_flag.store(false, Ordering::Release);
                     }
                 }
-                let answers = dones.into_iter().zip(applied.into_iter().map(Ok)).collect();
-                // The runtime is gone only at shutdown; the callers then see `Stopped`.
-                let _ = replies.blocking_send(answers);
-            }
-            Err(e) => {
-                error!(error = %e, batch = writes.len(), "storage batch failed");
-                let msg = e.to_string();
-                let answers = dones.into_iter().map(|d| (d, Err(msg.clone()))).collect();
-                let _ = replies.blocking_send(answers);
+                Err(e) => {
+                    error!(error = %e, "Merkle tree rebuild failed; keeping the old trees");
+                    rebuilding = None;
+                    rebuilding_flag.store(false, Ordering::Release);
+                }
             }
         }
-        writes.clear();
     }
     if let Err(e) = engine.flush() {
         error!(error = %e, "final storage flush failed");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_batch(
+    engine: &dyn Engine,
+    writes: &[Write],
+    dones: Vec<WriteReply>,
+    replies: &mpsc::Sender<Replies>,
+    trees: &Mutex<TreeSet>,
+    stats: &StoreStats,
+    synced: bool,
+    mut rebuilding: Option<&mut Rebuilding>,
+) {
+    match engine.apply(writes) {
+        Ok(applied) => {
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats
+                .writes
+                .fetch_add(writes.len() as u64, Ordering::Relaxed);
+            if synced {
+                stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            {
+                let mut trees = trees.lock().unwrap_or_else(|p| p.into_inner());
+                for (w, a) in writes.iter().zip(&applied) {
+                    if let Applied::Stored { previous } = a {
+                        trees.update(&w.key, *previous, Some(w.record.version));
+                        if let Some(rb) = rebuilding.as_deref_mut() {
+                            if rb.passed(&w.key) {
+                                rb.set.update(&w.key, *previous, Some(w.record.version));
+                            }
+                        }
+                    }
+                }
+            }
+            let answers = dones.into_iter().zip(applied.into_iter().map(Ok)).collect();
+            // The runtime is gone only at shutdown; the callers then see `Stopped`.
+            let _ = replies.blocking_send(answers);
+        }
+        Err(e) => {
+            error!(error = %e, batch = writes.len(), "storage batch failed");
+            let msg = e.to_string();
+            let answers = dones.into_iter().map(|d| (d, Err(msg.clone()))).collect();
+            let _ = replies.blocking_send(answers);
+        }
     }
 }

@@ -5,14 +5,15 @@
 use crate::config::NodeConfig;
 use crate::failure_detector::FailureDetector;
 use crate::local_store::LocalStore;
+use crate::membership::Membership;
 use futures::future::BoxFuture;
+use proto::membership::EndpointState;
 use proto::message::{MemberInfo, NodeStatus, RepairReport, Topology};
 use proto::tls::TlsMaterial;
 use proto::transport::{serve, server_endpoint, Caller, Pool, ServerLimits, Service};
 use proto::version::hlc_from_millis;
 use proto::{ErrorCode, ErrorReply, HybridClock, Request, Response};
-use ring::{NodeId, Ring};
-use std::collections::HashMap;
+use ring::NodeId;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -75,12 +76,8 @@ pub struct Node {
     pub datacenter: String,
     /// The configuration it runs with.
     pub cfg: NodeConfig,
-    /// Replica placement.
-    pub ring: Ring,
-    /// Member addresses.
-    pub addrs: HashMap<NodeId, SocketAddr>,
-    /// Member datacenters.
-    pub dcs: HashMap<NodeId, String>,
+    /// The ring state, endpoints and this node's view of them (replica placement, addresses).
+    pub members: Membership,
     /// Issues versions.
     pub clock: HybridClock,
     /// Local storage.
@@ -108,15 +105,9 @@ pub struct Node {
     pub ops: std::sync::Mutex<crate::op_memory::OpMemory>,
     in_flight: AtomicU64,
     started: Instant,
-    topology: Topology,
 }
 
 impl Node {
-    /// The datacenter of a member ("" for an unknown id).
-    pub fn dc_of(&self, id: NodeId) -> &str {
-        self.dcs.get(&id).map(String::as_str).unwrap_or("")
-    }
-
     /// The request timeout ceiling from the configuration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.cfg.timeouts.request_ms)
@@ -160,26 +151,50 @@ impl Node {
                 self.coordinate_read(key, consistency, opts, deadline).await
             }
             Request::Topology => {
-                let mut t = self.topology.clone();
-                t.live = t
-                    .members
+                let view = self.view();
+                let st = self.members.state();
+                let members: Vec<MemberInfo> = view
+                    .read_members
+                    .iter()
+                    .map(|m| MemberInfo {
+                        member: m.member.clone(),
+                        addr: view
+                            .addrs
+                            .get(&m.member.id)
+                            .map_or_else(|| m.addr.clone(), |a| a.to_string()),
+                    })
+                    .collect();
+                if members.is_empty() {
+                    return Response::Error(ErrorReply::new(
+                        ErrorCode::Unavailable,
+                        "this node has not learned a cluster ring yet",
+                    ));
+                }
+                let live = members
                     .iter()
                     .map(|m| m.member.id)
                     .filter(|id| self.detector.is_up(*id))
                     .collect();
-                Response::Topology(Box::new(t))
+                Response::Topology(Box::new(Topology {
+                    cluster: st.cluster,
+                    members,
+                    strategy: st.strategy,
+                    live,
+                }))
             }
             Request::Status => Response::Status(Box::new(self.status())),
             Request::Ping {
                 from,
                 hlc,
                 generation,
+                ring: _,
             } => {
                 if let Err(e) = self.clock.observe(hlc) {
                     warn!(peer = from, error = %e, "heartbeat clock refused");
                 }
+                self.detector.add_peer(from);
                 self.detector.record_ok(from);
-                if let Some(&addr) = self.addrs.get(&from) {
+                if let Some(&addr) = self.view().addrs.get(&from) {
                     // The peer is alive: connect to it at once, not after a back-off.
                     self.pool.forgive(addr);
                     if self.detector.new_generation(from, generation) {
@@ -191,8 +206,16 @@ impl Node {
                 Response::Pong {
                     from: self.id,
                     hlc: self.clock.peek(),
+                    ring: self.members.ring_id(),
                 }
             }
+            Request::Gossip(g) => self.serve_gossip(*g),
+            Request::StreamRange {
+                range,
+                after,
+                limit,
+            } => self.serve_stream_range(range, after, limit).await,
+            Request::Membership(op) => self.membership_op(op).await,
             Request::ReplicaWrite { key, record, op } => {
                 if let Err(e) = self.clock.observe(record.version.hlc) {
                     return Response::Error(ErrorReply::new(ErrorCode::ClockSkew, e.to_string()));
@@ -329,32 +352,14 @@ impl Node {
             read_repairs: self.stats.read_repairs.load(Ordering::Relaxed),
             last_repair: last.map(|(at, r)| (at.elapsed().as_secs(), r)),
             keys_repaired: self.ae_stats.keys_repaired.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Pings every peer forever, marking answers in the failure detector.
-    async fn heartbeat(self: Arc<Self>, peer: NodeId) {
-        let Some(&addr) = self.addrs.get(&peer) else {
-            return;
-        };
-        let every = Duration::from_millis(self.cfg.timeouts.heartbeat_ms);
-        let timeout = Duration::from_millis(self.cfg.timeouts.down_after_ms);
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let ping = Request::Ping {
-                from: self.id,
-                hlc: self.clock.peek(),
-                generation: self.generation,
-            };
-            match self.pool.call(addr, ping, timeout).await {
-                Ok(Response::Pong { from, hlc }) if from == peer => {
-                    self.detector.record_ok(peer);
-                    let _ = self.clock.observe(hlc);
-                }
-                _ => {}
-            }
+            ring_epoch: self.members.ring_id().0,
+            member: self.members.state().member(self.id).is_some(),
+            streaming: self
+                .members
+                .progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
@@ -439,9 +444,6 @@ fn load_clock_floor(engine: &dyn Engine) -> Result<u64, StartError> {
 /// heartbeats and the server loop.
 pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNode, StartError> {
     cfg.validate()?;
-    let ring = cfg
-        .ring()
-        .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
     let tls = TlsMaterial::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
     let listen = cfg
         .listen_addr()
@@ -449,12 +451,57 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
     let endpoint = server_endpoint(listen, &tls)?;
     let addr = endpoint.local_addr()?;
     let floor = load_clock_floor(engine.as_ref())?;
+    let me = cfg
+        .me()
+        .cloned()
+        .ok_or_else(|| crate::config::ConfigError::Invalid("node not in members".into()))?;
+    let persisted = engine
+        .get_meta(Membership::META_KEY)
+        .map_err(|e| StartError::Storage(e.to_string()))?
+        .and_then(|b| Membership::decode(&b));
+    let founding_members: Vec<MemberInfo> = if cfg.seeds.is_empty() {
+        cfg.members
+            .iter()
+            .map(|m| MemberInfo {
+                member: m.member(),
+                addr: m.address.to_string(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let generation = proto::version::wall_millis();
+    let endpoint_state = EndpointState {
+        id: cfg.node_id,
+        addr: me.address.to_string(),
+        member: me.member(),
+        generation,
+        version: 0,
+        ring_epoch: 0,
+    };
+    let members = Membership::new(
+        persisted,
+        Membership::founding(
+            &cfg.cluster_name,
+            cfg.replication.strategy(),
+            founding_members,
+        ),
+        cfg.seeds.clone(),
+        endpoint_state,
+    );
     // Trees are rebuilt from storage at start-up: one scan of the ranges this node replicates.
-    let ranges: Vec<ring::TokenRange> = ring
-        .ranges_of(cfg.node_id)
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect();
+    let ranges: Vec<ring::TokenRange> = members
+        .view()
+        .read
+        .as_ref()
+        .map(|r| {
+            r.ranges_of(cfg.node_id)
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect()
+        })
+        .unwrap_or_default();
+    members.set_tree_ranges(ranges.clone());
     let e2 = engine.clone();
     let trees = tokio::task::spawn_blocking(move || {
         storage::merkle::TreeSet::rebuild(e2.as_ref(), ranges, 4096)
@@ -465,28 +512,11 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
     let trees = Arc::new(std::sync::Mutex::new(trees));
     let synced = cfg.durability.mode == crate::config::DurabilityMode::Sync;
     let (store, writer) = LocalStore::start(engine, cfg.limits.write_queue, trees.clone(), synced)?;
-    let members: Vec<MemberInfo> = cfg
-        .members
-        .iter()
-        .map(|m| MemberInfo {
-            member: m.member(),
-            addr: m.address.to_string(),
-        })
-        .collect();
-    let me = cfg
-        .me()
-        .cloned()
-        .ok_or_else(|| crate::config::ConfigError::Invalid("node not in members".into()))?;
+    let known = members.state().all_ids();
     let node = Arc::new(Node {
         id: cfg.node_id,
         datacenter: me.datacenter.clone(),
-        ring,
-        addrs: cfg.members.iter().map(|m| (m.id, m.address)).collect(),
-        dcs: cfg
-            .members
-            .iter()
-            .map(|m| (m.id, m.datacenter.clone()))
-            .collect(),
+        members,
         clock: HybridClock::new(floor, cfg.timeouts.max_clock_ahead_ms),
         store,
         pool: Pool::new(
@@ -495,11 +525,17 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
         ),
         detector: FailureDetector::new(
             cfg.node_id,
-            cfg.members.iter().map(|m| m.id),
-            Duration::from_millis(cfg.timeouts.down_after_ms),
+            known,
+            crate::failure_detector::PhiConfig {
+                threshold: cfg.timeouts.phi_threshold,
+                heartbeat: Duration::from_millis(cfg.timeouts.heartbeat_ms),
+                min_std_dev: Duration::from_millis((cfg.timeouts.heartbeat_ms / 4).max(1)),
+                acceptable_pause: Duration::from_millis(cfg.timeouts.acceptable_pause_ms),
+                down_after: Duration::from_millis(cfg.timeouts.down_after_ms),
+            },
         ),
         coordinated: AtomicU64::new(0),
-        generation: proto::version::wall_millis(),
+        generation,
         stats: Stats::default(),
         hint_stats: Default::default(),
         trees,
@@ -510,12 +546,6 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
         )),
         in_flight: AtomicU64::new(0),
         started: Instant::now(),
-        topology: Topology {
-            cluster: cfg.cluster_name.clone(),
-            members,
-            strategy: cfg.replication.strategy(),
-            live: Vec::new(),
-        },
         cfg,
     });
     node.reserve_clock()
@@ -531,10 +561,11 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
         limits,
         shutdown_rx,
     ))];
-    for peer in node.detector.peers().collect::<Vec<_>>() {
-        tasks.push(tokio::spawn(node.clone().heartbeat(peer)));
-        tasks.push(tokio::spawn(node.clone().replay_hints_to(peer)));
+    for peer in node.detector.peers() {
+        node.ensure_hint_task(peer);
     }
+    tasks.push(tokio::spawn(node.clone().heartbeat_loop()));
+    tasks.push(tokio::spawn(node.clone().membership_driver()));
     tasks.push(tokio::spawn(node.clone().anti_entropy_loop()));
     if node.cfg.durability.mode == crate::config::DurabilityMode::Periodic {
         tasks.push(tokio::spawn(node.clone().periodic_fsync()));
@@ -587,6 +618,7 @@ impl RunningNode {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.node.members.abort_background();
         if let Err(e) = self.node.reserve_clock() {
             warn!(error = %e, "could not persist the clock at shutdown");
         }

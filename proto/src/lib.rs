@@ -6,6 +6,7 @@
 //! - [`consistency`]: [`Consistency`] levels and their parsing.
 //! - [`error`]: stable [`ErrorCode`]s and [`ErrorReply`].
 //! - [`limits`]: key, value and frame size limits.
+//! - [`membership`]: the gossiped ring state, endpoint states and topology-change operations.
 //! - [`message`]: the request and response enums and their frames.
 //! - [`codec`]: framing and postcard encoding with a wire version marker.
 //! - [`tls`]: the cluster CA, certificate issuance, mutual-TLS configuration and roles.
@@ -16,6 +17,7 @@ pub mod codec;
 pub mod consistency;
 pub mod error;
 pub mod limits;
+pub mod membership;
 pub mod message;
 pub mod record;
 pub mod tls;

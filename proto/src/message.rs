@@ -3,6 +3,7 @@
 //! (so replicas drop work nobody waits for).
 
 use crate::error::ErrorReply;
+use crate::membership::{GossipState, MembershipOp, MembershipView, StreamProgress};
 use crate::record::Record;
 use crate::version::Version;
 use crate::Consistency;
@@ -65,7 +66,20 @@ pub enum Request {
         from: NodeId,
         hlc: u64,
         generation: u64,
+        /// The sender's ring state `(epoch, author)`: a receiver that differs exchanges gossip.
+        ring: (u64, NodeId),
     },
+    /// Node: gossip push-pull. The receiver merges the sender's state and answers with its own.
+    Gossip(Box<GossipState>),
+    /// Node (streaming): up to `limit` records of a token range, in ring order, strictly after
+    /// `after` (a `(token, key)` position from the previous page).
+    StreamRange {
+        range: TokenRange,
+        after: Option<(u64, Vec<u8>)>,
+        limit: u32,
+    },
+    /// Client (admin): stage, show or commit topology changes.
+    Membership(MembershipOp),
     /// Node: store this record if it is newer than the local one, and remember the client write
     /// `op` with its version (the answer names another version the op was remembered with).
     ReplicaWrite {
@@ -122,6 +136,8 @@ impl Request {
         matches!(
             self,
             Request::Ping { .. }
+                | Request::Gossip(_)
+                | Request::StreamRange { .. }
                 | Request::ReplicaWrite { .. }
                 | Request::ReplicaVersion { .. }
                 | Request::OpLookup { .. }
@@ -156,7 +172,17 @@ pub enum Response {
     /// A node's view of the cluster (boxed: much larger than the other answers).
     Status(Box<NodeStatus>),
     /// Heartbeat answer, with the responder's clock.
-    Pong { from: NodeId, hlc: u64 },
+    Pong {
+        from: NodeId,
+        hlc: u64,
+        ring: (u64, NodeId),
+    },
+    /// The answering node's gossip state (after merging the sender's).
+    Gossip(Box<GossipState>),
+    /// A page of a streamed range; `done` when the range has nothing after it.
+    StreamPage { records: Vec<KeyRecord>, done: bool },
+    /// The membership after an admin operation (boxed: large).
+    Membership(Box<MembershipView>),
     /// A replica stored (or, being older, ignored) a record. `duplicate`: the write's op id was
     /// already remembered here with this other version (the record was still applied by
     /// version).
@@ -355,7 +381,7 @@ pub struct Topology {
 }
 
 /// What one node knows about one peer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerStatus {
     /// The peer.
     pub id: NodeId,
@@ -363,10 +389,12 @@ pub struct PeerStatus {
     pub up: bool,
     /// Milliseconds since it last answered a heartbeat (`None`: never).
     pub last_seen_ms: Option<u64>,
+    /// The phi-accrual suspicion level (higher: more likely down; `None`: never heard).
+    pub phi: Option<f64>,
 }
 
 /// A node's status report.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// The reporting node.
     pub id: NodeId,
@@ -392,6 +420,12 @@ pub struct NodeStatus {
     pub last_repair: Option<(u64, RepairReport)>,
     /// Keys repaired by anti-entropy since start (pulled + pushed).
     pub keys_repaired: u64,
+    /// The ring epoch this node runs.
+    pub ring_epoch: u64,
+    /// Whether this node owns data in the current or next ring.
+    pub member: bool,
+    /// Its streaming of gained ranges, during a transition that gives it some.
+    pub streaming: Option<StreamProgress>,
 }
 
 #[cfg(test)]
