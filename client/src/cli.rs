@@ -195,6 +195,70 @@ pub enum ClusterCommand {
         #[arg(long, value_name = "SECS", default_value_t = 30)]
         timeout_secs: u64,
     },
+    /// Stage the join of a node listening at ADDR that was started with this cluster's seeds
+    /// (`seeds = [...]` in its node.toml). `cluster commit` carries it out.
+    Join {
+        /// The new node's address (host:port).
+        #[arg(value_parser = parse_addr)]
+        addr: SocketAddr,
+    },
+    /// Stage the decommission of a member: it streams its ranges to the next owners, then
+    /// leaves the ring. `cluster commit` carries it out.
+    Leave {
+        /// The member's id.
+        id: NodeId,
+    },
+    /// Stage the replacement of a dead member by the node listening at ADDR (started with this
+    /// cluster's seeds): it takes the dead node's tokens and streams its data from the other
+    /// replicas. `cluster commit` carries it out.
+    Replace {
+        /// The dead member's id.
+        dead: NodeId,
+        /// The new node's address (host:port).
+        #[arg(long = "with", value_name = "ADDR", value_parser = parse_addr)]
+        with: SocketAddr,
+    },
+    /// Show the ring, the staged changes and what they would move (or the transition in
+    /// progress and what it moves).
+    Plan,
+    /// Drop every staged change.
+    Clear,
+    /// Commit the staged changes, then follow the transition (streaming progress) until it ends.
+    Commit(CommitArgs),
+    /// Start one more local node and join it (or, with --replace, replace a dead node with it),
+    /// then commit and follow the transition until it ends.
+    Add {
+        /// Replace this dead member instead of adding capacity.
+        #[arg(long, value_name = "ID")]
+        replace: Option<NodeId>,
+        /// Only stage the change; `cluster commit` carries it out.
+        #[arg(long)]
+        no_commit: bool,
+        /// The ringkv-node binary [default: $RINGKV_NODE_BIN, else next to ringkv, else PATH].
+        #[arg(long, value_name = "PATH")]
+        node_bin: Option<PathBuf>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+/// `ringkv cluster commit`.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// How a topology change is followed.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Return once committed instead of following the transition to its end.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Longest the transition may take, in seconds (exit 5 when it is still running then; it
+    /// goes on in the cluster).
+    #[arg(long, value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
 }
 
 /// `ringkv cluster up`. The layout flags apply only when a new cluster is created.

@@ -615,6 +615,21 @@ pub async fn status_at(
     }
 }
 
+/// Sends a membership operation to the node at `addr`.
+pub async fn membership_at(
+    pool: &Pool,
+    addr: SocketAddr,
+    op: proto::membership::MembershipOp,
+    timeout: Duration,
+) -> Result<proto::membership::MembershipView, ClientError> {
+    match pool.call(addr, Request::Membership(op), timeout).await {
+        Ok(Response::Membership(v)) => Ok(*v),
+        Ok(Response::Error(e)) => Err(e.into()),
+        Ok(other) => Err(unexpected(other)),
+        Err(e) => Err(transport_error(e)),
+    }
+}
+
 /// Checks a key against the limits before anything is sent: not empty, at most
 /// [`MAX_KEY_BYTES`]. The CLI calls it before connecting, so a bad key fails without a cluster.
 pub fn check_key(key: &[u8]) -> Result<(), ClientError> {

@@ -2,10 +2,12 @@
 //! [`LocalCluster`] launcher. Each command prints text or one JSON object and returns its exit
 //! status.
 
-use crate::cli::{ClusterCommand, UpArgs};
+use crate::cli::{ClusterCommand, UpArgs, WaitArgs};
 use crate::cluster_dir::{ClusterDir, ClusterError, CreateOptions, ENV_CLUSTER_DIR};
+use crate::error::ClientError;
 use crate::launcher::{find_node_binary, LocalCluster, NodeReport, Started, StopSignal};
 use crate::output::Output;
+use proto::membership::{Change, MembershipOp, MembershipView, Phase};
 use ring::NodeId;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -23,6 +25,37 @@ pub async fn run(dir: Option<&Path>, out: Output, cmd: ClusterCommand) -> i32 {
             node_bin,
             timeout_secs,
         } => start_node(dir, out, id, node_bin, Duration::from_secs(timeout_secs)).await,
+        ClusterCommand::Join { addr } => {
+            stage(
+                dir,
+                out,
+                MembershipOp::Join {
+                    addr: addr.to_string(),
+                },
+            )
+            .await
+        }
+        ClusterCommand::Leave { id } => stage(dir, out, MembershipOp::Leave { node: id }).await,
+        ClusterCommand::Replace { dead, with } => {
+            stage(
+                dir,
+                out,
+                MembershipOp::Replace {
+                    dead,
+                    addr: with.to_string(),
+                },
+            )
+            .await
+        }
+        ClusterCommand::Plan => stage(dir, out, MembershipOp::Show).await,
+        ClusterCommand::Clear => stage(dir, out, MembershipOp::Clear).await,
+        ClusterCommand::Commit(args) => commit(dir, out, &args.wait).await,
+        ClusterCommand::Add {
+            replace,
+            no_commit,
+            node_bin,
+            wait,
+        } => add(dir, out, replace, no_commit, node_bin, &wait).await,
     };
     match result {
         Ok(code) => code,
@@ -418,4 +451,317 @@ mod tests {
         assert_eq!(human_duration(7500), "2h05m");
         assert_eq!(human_duration(3 * 86_400 + 4 * 3600), "3d04h");
     }
+}
+
+/// Longest one membership request may take (a join or replace first reaches the new node).
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn change_text(c: &Change) -> String {
+    match c {
+        Change::Join { member } => format!(
+            "join node {} at {} ({}/{}, {} tokens)",
+            member.member.id,
+            member.addr,
+            member.member.datacenter,
+            member.member.rack,
+            member.member.tokens.len()
+        ),
+        Change::Leave { node } => format!("leave node {node}"),
+        Change::Replace { dead, with } => format!(
+            "replace dead node {dead} by node {} at {}",
+            with.member.id, with.addr
+        ),
+    }
+}
+
+/// Prints a membership view: members, staged changes, the transition, what moves.
+fn print_view(v: &MembershipView) {
+    let r = &v.ring;
+    let ids: Vec<String> = r.members.iter().map(|m| m.member.id.to_string()).collect();
+    println!(
+        "ring epoch {}: members {} ({:?})",
+        r.epoch,
+        ids.join(", "),
+        r.strategy
+    );
+    for (e, up) in &v.endpoints {
+        let role = if r.members.iter().any(|m| m.member.id == e.id) {
+            "member"
+        } else if r.member(e.id).is_some() {
+            "joining"
+        } else {
+            "not a member"
+        };
+        println!(
+            "  node {} at {}: {}, {}, runs epoch {}",
+            e.id,
+            e.addr,
+            if *up { "up" } else { "down" },
+            role,
+            e.ring_epoch
+        );
+    }
+    if r.staged.is_empty() {
+        println!("staged: nothing");
+    } else {
+        println!(
+            "staged ({}; `ringkv cluster commit` applies them):",
+            r.staged.len()
+        );
+        for c in &r.staged {
+            println!("  {}", change_text(c));
+        }
+    }
+    if let Some(t) = &r.transition {
+        println!(
+            "transition {} in progress: phase {:?}, nodes still streaming: {:?}",
+            t.id, t.phase, t.pending
+        );
+        for c in &t.changes {
+            println!("  {}", change_text(c));
+        }
+    }
+    if !v.movements.is_empty() {
+        println!("what moves:");
+        for m in &v.movements {
+            let sources: std::collections::BTreeSet<NodeId> = m
+                .ranges
+                .iter()
+                .flat_map(|(_, s)| s.iter().copied())
+                .collect();
+            println!(
+                "  node {} gains {} range(s), {:.1}% of the ring, about {} records, from nodes {:?}",
+                m.node,
+                m.ranges.len(),
+                m.share * 100.0,
+                m.estimated_records,
+                sources
+            );
+        }
+    }
+}
+
+fn view_json(op: &str, v: &MembershipView) -> Value {
+    json!({"ok": true, "op": op, "ring": v.ring, "endpoints": v.endpoints, "movements": v.movements})
+}
+
+async fn stage(dir: Option<&Path>, out: Output, op: MembershipOp) -> Result<i32, ClusterError> {
+    let cluster = LocalCluster::open(ClusterDir::resolve(dir)?)?;
+    let name = match &op {
+        MembershipOp::Show => "cluster plan",
+        MembershipOp::Join { .. } => "cluster join",
+        MembershipOp::Leave { .. } => "cluster leave",
+        MembershipOp::Replace { .. } => "cluster replace",
+        MembershipOp::Clear => "cluster clear",
+        MembershipOp::Commit => "cluster commit",
+    };
+    let v = cluster.membership(op, MEMBERSHIP_TIMEOUT).await?;
+    if out.json {
+        out.print_json(&view_json(name, &v));
+    } else {
+        print_view(&v);
+    }
+    Ok(0)
+}
+
+async fn commit(dir: Option<&Path>, out: Output, wait: &WaitArgs) -> Result<i32, ClusterError> {
+    let mut cluster = LocalCluster::open(ClusterDir::resolve(dir)?)?;
+    commit_and_follow(&mut cluster, out, wait).await
+}
+
+/// Commits, then (unless `--no-wait`) follows the transition with a progress bar until it ends,
+/// and afterwards stops local nodes that left and drops them from `cluster.toml`.
+async fn commit_and_follow(
+    cluster: &mut LocalCluster,
+    out: Output,
+    wait: &WaitArgs,
+) -> Result<i32, ClusterError> {
+    let v = cluster
+        .membership(MembershipOp::Commit, MEMBERSHIP_TIMEOUT)
+        .await?;
+    let Some(t) = v.ring.transition.clone() else {
+        return Err(ClusterError::Layout(
+            "the commit started no transition".into(),
+        ));
+    };
+    if !out.json {
+        print_view(&v);
+    }
+    if wait.no_wait {
+        if out.json {
+            out.print_json(&view_json("cluster commit", &v));
+        }
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(wait.timeout_secs);
+    let bar = if out.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(1)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:40}] {pos}/{len} parts {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut last_line = std::time::Instant::now();
+    let mut streamed = (0u64, 0u64);
+    loop {
+        let now = cluster
+            .membership(MembershipOp::Show, MEMBERSHIP_TIMEOUT)
+            .await;
+        let phase = match &now {
+            Ok(v) => match &v.ring.transition {
+                Some(x) if x.id == t.id => Some((x.phase, x.pending.clone())),
+                _ => None,
+            },
+            Err(_) => Some((Phase::Streaming, t.pending.clone())),
+        };
+        let Some((phase, pending)) = phase else {
+            break;
+        };
+        // Progress of every gaining node (those still pending and those done).
+        let (mut done, mut total, mut records, mut bytes) = (0, 0, 0, 0);
+        for id in &t.pending {
+            if let Ok(s) = cluster.node_status(*id).await {
+                if let Some(p) = s.streaming.filter(|p| p.transition == t.id) {
+                    done += p.parts_done;
+                    total += p.parts_total;
+                    records += p.records;
+                    bytes += p.bytes;
+                }
+            }
+        }
+        streamed = (records, bytes);
+        bar.set_length(total.max(1));
+        bar.set_position(done);
+        let msg = format!(
+            "{phase:?}, {records} records, {:.1} MB, waiting for {:?}",
+            bytes as f64 / 1e6,
+            pending
+        );
+        bar.set_message(msg.clone());
+        if bar.is_hidden() && !out.json && last_line.elapsed() >= Duration::from_secs(5) {
+            last_line = std::time::Instant::now();
+            println!("  {done}/{total} parts, {msg}");
+        }
+        if std::time::Instant::now() >= deadline {
+            bar.abandon();
+            return Err(ClientError::Timeout {
+                message: format!(
+                    "transition {} still in progress after {} s; it goes on in the cluster (`ringkv cluster plan` shows it)",
+                    t.id, wait.timeout_secs
+                ),
+                acks: 0,
+                required: 0,
+                receipt: None,
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    // The final figures, from the gaining nodes themselves.
+    let mut total = (0u64, 0u64);
+    for id in &t.pending {
+        if let Ok(s) = cluster.node_status(*id).await {
+            if let Some(p) = s.streaming.filter(|p| p.transition == t.id) {
+                total.0 += p.records;
+                total.1 += p.bytes;
+            }
+        }
+    }
+    if total.0 > 0 {
+        streamed = total;
+    }
+    // Nodes that are out of the ring now: stop those that left, forget them and dead ones.
+    let mut forgotten = Vec::new();
+    for c in &t.changes {
+        let (id, stop) = match c {
+            Change::Leave { node } => (*node, true),
+            Change::Replace { dead, .. } => (*dead, true),
+            Change::Join { .. } => continue,
+        };
+        if cluster.file().nodes.iter().any(|n| n.id == id) {
+            if stop {
+                let _ = cluster.stop_node(id, StopSignal::Term);
+            }
+            cluster.forget_node(id)?;
+            forgotten.push(id);
+        }
+    }
+    if out.json {
+        out.print_json(&json!({
+            "ok": true, "op": "cluster commit", "transition": t.id,
+            "seconds": secs, "records_streamed": streamed.0, "bytes_streamed": streamed.1,
+            "stopped_and_forgotten": forgotten,
+        }));
+    } else {
+        println!(
+            "transition {} complete in {secs:.1} s: {} records, {:.1} MB streamed",
+            t.id,
+            streamed.0,
+            streamed.1 as f64 / 1e6
+        );
+        for id in forgotten {
+            println!("node {id} is out of the ring: stopped and removed from cluster.toml");
+        }
+    }
+    Ok(0)
+}
+
+async fn add(
+    dir: Option<&Path>,
+    out: Output,
+    replace: Option<NodeId>,
+    no_commit: bool,
+    node_bin: Option<PathBuf>,
+    wait: &WaitArgs,
+) -> Result<i32, ClusterError> {
+    let mut cluster = LocalCluster::open(ClusterDir::resolve(dir)?)?;
+    if let Some(bin) = &node_bin {
+        cluster = cluster.with_node_bin(find_node_binary(Some(bin))?);
+    }
+    let entry = cluster.add_node()?;
+    let started = cluster.start_node(entry.id)?;
+    if !out.json {
+        println!(
+            "node {}: started at {} (pid {}), learning the ring from the running nodes",
+            entry.id,
+            entry.address,
+            started.pid()
+        );
+    }
+    // The new node answers once it has learned the ring from a seed.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match cluster.node_status(entry.id).await {
+            Ok(s) if s.ring_epoch > 0 => break,
+            _ if std::time::Instant::now() >= until => {
+                return Err(ClusterError::NotReady {
+                    node: entry.id,
+                    reason: "it did not learn the ring from its seeds in 30 s".into(),
+                    log: cluster.dir().node_log(entry.id),
+                    log_tail: cluster.log_tail(entry.id, 20),
+                })
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let addr = entry.address.to_string();
+    let op = match replace {
+        Some(dead) => MembershipOp::Replace { dead, addr },
+        None => MembershipOp::Join { addr },
+    };
+    let v = cluster.membership(op, MEMBERSHIP_TIMEOUT).await?;
+    if no_commit {
+        if out.json {
+            out.print_json(&view_json("cluster add", &v));
+        } else {
+            print_view(&v);
+        }
+        return Ok(0);
+    }
+    commit_and_follow(&mut cluster, out, wait).await
 }

@@ -450,7 +450,11 @@ pub struct NodeToml {
     pub limits: NodeTomlLimits,
     /// Prometheus metrics over HTTP: the node's own port number, over TCP.
     pub metrics_listen: SocketAddr,
-    /// Every member.
+    /// Nodes to learn the ring from (a node added to a running cluster); empty for the
+    /// founding nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<SocketAddr>,
+    /// Every member (for an added node: itself only).
     pub members: Vec<NodeTomlMember>,
 }
 
@@ -520,6 +524,7 @@ impl NodeToml {
                 .iter()
                 .find(|n| n.id == id)
                 .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |n| n.address),
+            seeds: Vec::new(),
             members: file
                 .nodes
                 .iter()
@@ -743,6 +748,73 @@ impl ClusterDir {
             &self.cluster_file(),
             &format!("{CLUSTER_TOML_HEADER}{text}"),
         )
+    }
+}
+
+impl ClusterDir {
+    /// Adds a node to a local cluster's files: the next free id, a free port on 127.0.0.1, a
+    /// certificate from the cluster CA, and a `node.toml` that learns the ring from `seeds`
+    /// (the running nodes). Returns the new entry; `cluster.toml` lists it from now on.
+    pub fn add_node(
+        &self,
+        file: &mut ClusterFile,
+        seeds: Vec<SocketAddr>,
+    ) -> Result<NodeEntry, ClusterError> {
+        let tls_err = |e: proto::tls::TlsError| ClusterError::Tls(e.to_string());
+        let id = file.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let used: Vec<u16> = file.nodes.iter().map(|n| n.address.port()).collect();
+        let port = loop {
+            let p = pick_free_udp_ports(1)
+                .map_err(ClusterError::io(Path::new("127.0.0.1:0 (udp)")))?[0];
+            if !used.contains(&p) {
+                break p;
+            }
+        };
+        let template = file.nodes.last().cloned();
+        let entry = NodeEntry {
+            id,
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            datacenter: template
+                .as_ref()
+                .map_or_else(|| "dc1".into(), |t| t.datacenter.clone()),
+            rack: template
+                .as_ref()
+                .map_or_else(|| "rack1".into(), |t| t.rack.clone()),
+            vnodes: template.as_ref().map_or(64, |t| t.vnodes),
+        };
+        let read = |path: PathBuf| std::fs::read_to_string(&path).map_err(ClusterError::io(&path));
+        let ca = proto::tls::CaBundle {
+            cert_pem: read(self.ca_cert())?,
+            key_pem: read(self.ca_key())?,
+        };
+        let dir = self.node_dir(id);
+        std::fs::create_dir_all(self.node_data(id)).map_err(ClusterError::io(&dir))?;
+        let cert = issue(&ca, &file.name, Role::Node, &format!("node-{id}")).map_err(tls_err)?;
+        let mut written = Written::default();
+        written.pem(&dir.join("node.pem"), &cert.cert_pem, false)?;
+        written.pem(&dir.join("node.key"), &cert.key_pem, true)?;
+        let mut with_new = file.clone();
+        with_new.nodes.push(entry.clone());
+        let mut toml_cfg = NodeToml::for_node(&with_new, id);
+        toml_cfg.members.retain(|m| m.id == id);
+        toml_cfg.seeds = seeds;
+        let text = toml::to_string(&toml_cfg)
+            .map_err(|e| ClusterError::Layout(format!("cannot encode node.toml: {e}")))?;
+        written.text(&self.node_config(id), &format!("{NODE_TOML_HEADER}{text}"))?;
+        self.save_file(&with_new)?;
+        *file = with_new;
+        Ok(entry)
+    }
+
+    /// Rewrites `cluster.toml` (after nodes were added or removed).
+    pub fn save_file(&self, file: &ClusterFile) -> Result<(), ClusterError> {
+        let text = toml::to_string(file)
+            .map_err(|e| ClusterError::Layout(format!("cannot encode cluster.toml: {e}")))?;
+        let path = self.cluster_file();
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, format!("{CLUSTER_TOML_HEADER}{text}"))
+            .map_err(ClusterError::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(ClusterError::io(&path))
     }
 }
 

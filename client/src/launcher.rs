@@ -2,11 +2,12 @@
 //! `ringkv cluster` commands, integration tests and the jepsen harness. Nodes run detached (own
 //! process group, output appended to `node.log`) and are found again through their pid files.
 
-use crate::client::{status_at, transport_error, Client, ClientConfig};
-use crate::cluster_dir::{ClusterDir, ClusterError, ClusterFile, CreateOptions};
+use crate::client::{membership_at, status_at, transport_error, Client, ClientConfig};
+use crate::cluster_dir::{ClusterDir, ClusterError, ClusterFile, CreateOptions, NodeEntry};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use proto::membership::{MembershipOp, MembershipView};
 use proto::message::NodeStatus;
 use proto::transport::{client_endpoint, Pool};
 use ring::NodeId;
@@ -465,6 +466,58 @@ impl LocalCluster {
                 status: answer.ok(),
             })
             .collect())
+    }
+
+    /// Sends a membership operation to the first running node that answers (node errors, such
+    /// as a refused change, are returned at once).
+    pub async fn membership(
+        &self,
+        op: MembershipOp,
+        timeout: Duration,
+    ) -> Result<MembershipView, ClusterError> {
+        let pool = self.status_pool()?;
+        let mut last = None;
+        for n in &self.file.nodes {
+            if self.pid(n.id).is_none() {
+                continue;
+            }
+            match membership_at(&pool, n.address, op.clone(), timeout).await {
+                Ok(v) => return Ok(v),
+                Err(e @ crate::error::ClientError::Connect(_)) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last
+            .map(ClusterError::from)
+            .unwrap_or_else(|| ClusterError::Layout("no node of the cluster is running".into())))
+    }
+
+    /// Asks one node of the file for its status.
+    pub async fn node_status(&self, id: NodeId) -> Result<NodeStatus, ClusterError> {
+        let pool = self.status_pool()?;
+        Ok(status_at(&pool, self.address(id)?, PROBE_TIMEOUT).await?)
+    }
+
+    /// Adds a node to the cluster files (see [`ClusterDir::add_node`]), seeded with every
+    /// running node.
+    pub fn add_node(&mut self) -> Result<NodeEntry, ClusterError> {
+        let seeds: Vec<SocketAddr> = self
+            .file
+            .nodes
+            .iter()
+            .filter(|n| self.pid(n.id).is_some())
+            .map(|n| n.address)
+            .collect();
+        self.dir.add_node(&mut self.file, seeds)
+    }
+
+    /// Drops a node that left the ring from `cluster.toml` (its directory stays).
+    pub fn forget_node(&mut self, id: NodeId) -> Result<(), ClusterError> {
+        let mut file = self.file.clone();
+        file.nodes.retain(|n| n.id != id);
+        self.dir.save_file(&file)?;
+        self.file = file;
+        Ok(())
     }
 
     fn status_pool(&self) -> Result<Pool, ClusterError> {

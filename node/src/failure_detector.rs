@@ -104,6 +104,12 @@ impl FailureDetector {
         peers.entry(peer).or_default();
     }
 
+    /// Stops tracking every peer not in `keep` (nodes that left the ring).
+    pub fn retain_peers(&self, keep: &[NodeId]) {
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        peers.retain(|id, _| keep.contains(id));
+    }
+
     fn with<T>(&self, peer: NodeId, f: impl FnOnce(&mut PeerState) -> T) -> Option<T> {
         let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
         let slot = peers.get(&peer)?;
@@ -175,6 +181,15 @@ impl FailureDetector {
     /// Whether `peer` is considered up. A node is always up to itself; unknown peers are down.
     pub fn is_up(&self, peer: NodeId) -> bool {
         peer == self.me || self.with(peer, |s| self.up(s)).unwrap_or(false)
+    }
+
+    /// Whether `peer` was heard from before and is down now (a peer never heard from is not
+    /// known down: it may simply not have been pinged yet).
+    pub fn known_down(&self, peer: NodeId) -> bool {
+        peer != self.me
+            && self
+                .with(peer, |s| s.last_heard.is_some() && !self.up(s))
+                .unwrap_or(false)
     }
 
     /// Every peer's state, for status reports.

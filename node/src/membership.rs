@@ -445,8 +445,12 @@ impl Node {
     fn after_ring_change(self: &Arc<Self>) {
         self.members.rebuild_view();
         let state = self.members.state();
-        for id in state.all_ids() {
+        let ids = state.all_ids();
+        for &id in &ids {
             self.detector.add_peer(id);
+        }
+        if !ids.is_empty() {
+            self.detector.retain_peers(&ids);
         }
         {
             let mut me = self.members.me.lock().unwrap_or_else(|p| p.into_inner());
@@ -519,7 +523,6 @@ impl Node {
                     if eps.get(&e.id).is_none_or(|old| old.addr != e.addr) {
                         addrs_changed = true;
                     }
-                    self.detector.add_peer(e.id);
                     eps.insert(e.id, e);
                 }
             }
@@ -692,14 +695,32 @@ impl Node {
         }
     }
 
-    /// Whether every live node of the current and next rings runs ring epoch `epoch` or later
-    /// (pushing this node's state to each, which also brings them up to date).
-    async fn barrier(self: &Arc<Self>, epoch: u64) -> bool {
-        let ids = self.members.state().all_ids();
+    /// Whether every node of the current and next rings that is not known down runs ring epoch
+    /// `epoch` or later (pushing this node's state to each, which also brings them up to date).
+    /// A node never heard from yet must answer too: this node may just have learned the ring.
+    /// With `lenient`, nodes this node cannot see up are skipped whether heard from or not (a
+    /// member dead since before this node started has never been heard from). Nodes a
+    /// replacement replaces are always skipped.
+    async fn barrier(self: &Arc<Self>, epoch: u64, lenient: bool) -> bool {
+        let st = self.members.state();
+        let dead: Vec<NodeId> = st
+            .transition
+            .iter()
+            .flat_map(|t| t.changes.iter())
+            .filter_map(|c| match c {
+                Change::Replace { dead, .. } => Some(*dead),
+                _ => None,
+            })
+            .collect();
         let view = self.view();
         let mut asks = Vec::new();
-        for id in ids.into_iter().filter(|id| *id != self.id) {
-            if !self.detector.is_up(id) {
+        for id in st.all_ids().into_iter().filter(|id| *id != self.id) {
+            let skip = if lenient {
+                !self.detector.is_up(id)
+            } else {
+                self.detector.known_down(id)
+            };
+            if skip || dead.contains(&id) {
                 continue;
             }
             let Some(&addr) = view.addrs.get(&id) else {
@@ -767,7 +788,7 @@ impl Node {
                         _ => Err("moved on".into()),
                     });
                 }
-                Phase::ReadNew if self.barrier(st.epoch).await => {
+                Phase::ReadNew if self.barrier(st.epoch, true).await => {
                     let _ = self.propose(|s| match s.transition.take() {
                         Some(x) if x.id == t.id && x.phase == Phase::ReadNew => {
                             s.members = x.next;
@@ -799,8 +820,13 @@ impl Node {
             st.strategy.clone(),
         )
         .map_err(|e| e.to_string())?;
-        // Every coordinator must write to both rings before a copy is taken.
-        while !self.barrier(st.epoch).await {
+        // Every coordinator must write to both rings before a copy is taken. Nodes never heard
+        // from must answer too, for a while (this node may have just started).
+        let since = Instant::now();
+        while !self
+            .barrier(st.epoch, since.elapsed() > Duration::from_secs(10))
+            .await
+        {
             if self.members.state().transition.as_ref().map(|x| x.id) != Some(t.id) {
                 return Err("transition ended".into());
             }

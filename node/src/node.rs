@@ -192,7 +192,6 @@ impl Node {
                 if let Err(e) = self.clock.observe(hlc) {
                     warn!(peer = from, error = %e, "heartbeat clock refused");
                 }
-                self.detector.add_peer(from);
                 self.detector.record_ok(from);
                 if let Some(&addr) = self.view().addrs.get(&from) {
                     // The peer is alive: connect to it at once, not after a back-off.
