@@ -555,7 +555,15 @@ impl Client {
             };
             let res = if is_read_only(&req) {
                 drop(channel);
-                self.call(addr, req, left).await
+                match self.call(addr, req.clone(), left).await {
+                    // A node that is shutting down (it left the ring, or is restarting) refuses
+                    // or closes connections; a read is safe to ask the next coordinator.
+                    Err(e @ (TransportError::Connect { .. } | TransportError::Closed(_))) => {
+                        last = transport_error(e);
+                        continue;
+                    }
+                    res => res,
+                }
             } else {
                 let res = channel.call(req, left).await;
                 self.reset_on_timeout(addr, res).await

@@ -440,19 +440,6 @@ fn human_duration(secs: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_like_uptime() {
-        assert_eq!(human_duration(12), "12s");
-        assert_eq!(human_duration(249), "4m09s");
-        assert_eq!(human_duration(7500), "2h05m");
-        assert_eq!(human_duration(3 * 86_400 + 4 * 3600), "3d04h");
-    }
-}
-
 /// Longest one membership request may take (a join or replace first reaches the new node).
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -764,4 +751,17 @@ async fn add(
         return Ok(0);
     }
     commit_and_follow(&mut cluster, out, wait).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_uptime() {
+        assert_eq!(human_duration(12), "12s");
+        assert_eq!(human_duration(249), "4m09s");
+        assert_eq!(human_duration(7500), "2h05m");
+        assert_eq!(human_duration(3 * 86_400 + 4 * 3600), "3d04h");
+    }
 }

@@ -511,6 +511,14 @@ impl LocalCluster {
         self.dir.add_node(&mut self.file, seeds)
     }
 
+    /// Re-reads `cluster.toml` (another process may have added or removed nodes); keeps the
+    /// current description if it cannot be read.
+    pub fn reload(&mut self) {
+        if let Ok(file) = self.dir.load() {
+            self.file = file;
+        }
+    }
+
     /// Drops a node that left the ring from `cluster.toml` (its directory stays).
     pub fn forget_node(&mut self, id: NodeId) -> Result<(), ClusterError> {
         let mut file = self.file.clone();
@@ -544,8 +552,16 @@ impl std::ops::Deref for ClusterGuard {
     }
 }
 
+impl std::ops::DerefMut for ClusterGuard {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.0
+    }
+}
+
 impl Drop for ClusterGuard {
     fn drop(&mut self) {
+        // Nodes may have been added (by `ringkv cluster add`, another process) since.
+        self.0.reload();
         if let Err(e) = self.0.stop_all() {
             warn!(error = %e, "stopping the local cluster failed");
         }

@@ -3,8 +3,8 @@
 //! - **State.** Every node holds one [`RingState`] (members, staged changes, the transition in
 //!   progress) and the [`EndpointState`] of every node it has heard of. A state is replaced whole
 //!   by a newer one ([`RingState::newer_than`]); every change is proposed by some node as epoch
-//!   + 1 and spread by gossip. The state is persisted, so a restarted node comes back with the
-//!   ring it last saw, whatever its configuration file says.
+//!   plus one and spread by gossip. The state is persisted, so a restarted node comes back with
+//!   the ring it last saw, whatever its configuration file says.
 //! - **Gossip.** Every heartbeat carries the sender's `(epoch, author)`; a node whose peer runs
 //!   another ring exchanges full state with it at once (push-pull). Every second each node also
 //!   exchanges state with one random known node, which spreads endpoint states (addresses,
@@ -166,11 +166,16 @@ pub struct Membership {
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// One stream: a gained range `(start, end)` from one source.
+type Part = (u64, u64, NodeId);
+/// Where a stream resumes: after this `(token, key)`, or from the start.
+type Resume = Option<(u64, Vec<u8>)>;
+
 /// The persisted state of one transition's streams: per (range, source), where to resume.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct SavedStreams {
     /// `None`: finished (or skipped); `Some(after)`: resume after this position.
-    parts: BTreeMap<(u64, u64, NodeId), Option<Option<(u64, Vec<u8>)>>>,
+    parts: BTreeMap<Part, Option<Resume>>,
     records: u64,
     bytes: u64,
     skipped: u64,
@@ -877,15 +882,12 @@ impl Node {
         let mut throttle = Throttle::new(cfg.max_bytes_per_sec);
         let mut last_save = Instant::now();
         let mut skipped_sources: HashSet<NodeId> = HashSet::new();
-        let parts: Vec<(u64, u64, NodeId)> = saved.parts.keys().copied().collect();
+        let parts: Vec<Part> = saved.parts.keys().copied().collect();
         for part in parts {
             let (start, end, source) = part;
             let range = TokenRange { start, end };
             let mut waited_since: Option<Instant> = None;
-            loop {
-                let Some(Some(after)) = saved.parts.get(&part).cloned() else {
-                    break;
-                };
+            while let Some(Some(after)) = saved.parts.get(&part).cloned() {
                 if skipped_sources.contains(&source) {
                     saved.parts.insert(part, None);
                     saved.skipped += 1;

@@ -1,0 +1,324 @@
+//! Membership changes on real `ringkv-node` processes, driven through the `ringkv` CLI as a user
+//! would: a cluster grows from 3 to 5 nodes and shrinks back to 3 under QUORUM load without a
+//! failed request or a lost write; a killed node is replaced and the new node ends with all of
+//! its data; nodes started from a seed learn each other; a node restarted on a new address is
+//! recognised by its id.
+
+mod common;
+
+use client::client::membership_at;
+use client::launcher::StopSignal;
+use client::{Client, ClientError};
+use common::harness::start;
+use common::ringkv_bin;
+use proto::membership::MembershipOp;
+use proto::Consistency;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Runs `ringkv --cluster-dir DIR args...` off the runtime and returns (exit code, stdout).
+async fn cli(dir: &Path, args: &[&str]) -> (i32, String) {
+    let mut cmd = std::process::Command::new(ringkv_bin());
+    cmd.arg("--cluster-dir").arg(dir).args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run ringkv"))
+        .await
+        .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!(
+        "$ ringkv {}\n{stdout}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+fn value_of(key: &str) -> Vec<u8> {
+    format!("value-{key}").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_to_five_and_shrink_to_three_under_quorum_load_loses_nothing() {
+    let mut h = start("").await;
+    let dir = h.cluster.dir().root().to_path_buf();
+    h.write_all((0..3000).map(|i| format!("pre-{i}")), Consistency::Quorum)
+        .await;
+
+    // Load: writers and readers at QUORUM for the whole test; every failure is recorded.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let ops = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (client, stop, acked, failures, ops) = (
+            h.client.clone(),
+            stop.clone(),
+            acked.clone(),
+            failures.clone(),
+            ops.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            // Bounded: at most 200,000 operations per task, and the test stops them sooner.
+            while !stop.load(Ordering::Relaxed) && i < 200_000 {
+                let key = format!("live-{w}-{i}");
+                match client
+                    .put(key.as_bytes(), &value_of(&key), Consistency::Quorum)
+                    .await
+                {
+                    Ok(_) => acked.lock().unwrap().push(key),
+                    Err(e) => failures.lock().unwrap().push(format!("put {key}: {e}")),
+                }
+                let old = format!("pre-{}", (i * 7 + w) % 3000);
+                match client.get(old.as_bytes(), Consistency::Quorum).await {
+                    Ok(r) if r.value == value_of(&old) => {}
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("get {old}: wrong value {:?}", r.value)),
+                    Err(e) => failures.lock().unwrap().push(format!("get {old}: {e}")),
+                }
+                ops.fetch_add(2, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+
+    // 3 -> 4 -> 5 with `cluster add`, then 5 -> 4 -> 3 with `cluster leave` + `commit`.
+    for _ in 0..2 {
+        let (code, out) = cli(&dir, &["cluster", "add", "--timeout-secs", "120"]).await;
+        assert_eq!(code, 0, "cluster add failed");
+        assert!(out.contains("complete"), "{out}");
+    }
+    h.cluster.reload();
+    assert_eq!(h.cluster.node_ids(), vec![1, 2, 3, 4, 5]);
+    for leaving in ["1", "2"] {
+        let (code, out) = cli(&dir, &["cluster", "leave", leaving]).await;
+        assert_eq!(code, 0, "leave refused");
+        assert!(out.contains(&format!("leave node {leaving}")), "{out}");
+        let (code, out) = cli(&dir, &["cluster", "commit", "--timeout-secs", "120"]).await;
+        assert_eq!(code, 0, "commit failed");
+        assert!(
+            out.contains(&format!("node {leaving} is out of the ring")),
+            "{out}"
+        );
+    }
+    h.cluster.reload();
+    assert_eq!(h.cluster.node_ids(), vec![3, 4, 5]);
+    // A little more load on the final ring, then stop.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("load task");
+    }
+    let failures = failures.lock().unwrap().clone();
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "{} operations under load, {} acknowledged writes, {} failures",
+        ops.load(Ordering::Relaxed),
+        acked.len(),
+        failures.len()
+    );
+    assert!(acked.len() > 100, "the load did not run: {}", acked.len());
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+
+    // Every acknowledged write, and every preloaded key, is readable at QUORUM from the final
+    // three-node ring (a fresh client learns it).
+    let cfg = h
+        .cluster
+        .client_config(Duration::from_secs(5))
+        .expect("client config");
+    let fresh = Client::connect(cfg)
+        .await
+        .expect("connect to the final ring");
+    let members: Vec<u32> = fresh
+        .topology()
+        .members
+        .iter()
+        .map(|m| m.member.id)
+        .collect();
+    assert_eq!(members, vec![3, 4, 5]);
+    for key in acked
+        .iter()
+        .cloned()
+        .chain((0..3000).map(|i| format!("pre-{i}")))
+    {
+        let got = fresh
+            .get(key.as_bytes(), Consistency::Quorum)
+            .await
+            .unwrap_or_else(|e| panic!("get {key}: {e}"));
+        assert_eq!(got.value, value_of(&key), "key {key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_ends_with_all_data_of_the_dead_node() {
+    let mut h = start("").await;
+    let dir = h.cluster.dir().root().to_path_buf();
+    let keys: Vec<String> = (0..2000).map(|i| format!("r-{i}")).collect();
+    h.write_all(keys.iter().cloned(), Consistency::All).await;
+    h.cluster
+        .stop_node(3, StopSignal::Kill)
+        .expect("kill node 3");
+    h.wait_seen(3, false).await;
+    // Replacing a live node is refused.
+    let (code, _) = cli(&dir, &["cluster", "replace", "2", "--with", "127.0.0.1:9"]).await;
+    assert_ne!(code, 0, "replacing a live node must be refused");
+    let (code, out) = cli(
+        &dir,
+        &["cluster", "add", "--replace", "3", "--timeout-secs", "120"],
+    )
+    .await;
+    assert_eq!(code, 0, "cluster add --replace failed");
+    assert!(out.contains("replace dead node 3 by node 4"), "{out}");
+    h.cluster.reload();
+    assert_eq!(h.cluster.node_ids(), vec![1, 2, 4]);
+    let cfg = h
+        .cluster
+        .client_config(Duration::from_secs(5))
+        .expect("client config");
+    let fresh = Client::connect(cfg).await.expect("connect");
+    // Node 4 holds, by itself, every key node 3 held (RF 3 of 3: all of them).
+    for key in &keys {
+        let record = fresh
+            .inspect(4, key.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("inspect {key} on node 4: {e}"));
+        assert_eq!(
+            record.and_then(|r| r.value),
+            Some(value_of(key)),
+            "node 4 lacks {key}"
+        );
+    }
+    // And it serves as a replica: ALL now means nodes 1, 2 and 4.
+    fresh
+        .put(b"after-replace", b"x", Consistency::All)
+        .await
+        .expect("ALL write on the new ring");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_nodes_learn_each_other_and_a_moved_node_is_known_by_its_id() {
+    let mut h = start("").await;
+    // Two nodes started from the seeds, not joined: within seconds each knows the other's
+    // address and runs the cluster's ring.
+    let started = Instant::now();
+    let a = h.cluster.add_node().expect("add node");
+    let b = h.cluster.add_node().expect("add node");
+    h.cluster.start_node(a.id).expect("start a");
+    h.cluster.start_node(b.id).expect("start b");
+    let tls = h
+        .cluster
+        .dir()
+        .client_tls(h.cluster.file())
+        .expect("client tls");
+    let pool = proto::transport::Pool::new(
+        proto::transport::client_endpoint(&tls).expect("endpoint"),
+        Duration::from_secs(1),
+    );
+    let ring_epoch = membership_at(
+        &pool,
+        h.cluster.address(1).unwrap(),
+        MembershipOp::Show,
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("show")
+    .ring
+    .epoch;
+    let knows = |v: &proto::membership::MembershipView, id: u32, addr: String| {
+        v.endpoints
+            .iter()
+            .any(|(e, _)| e.id == id && e.addr == addr)
+    };
+    loop {
+        let va = membership_at(&pool, a.address, MembershipOp::Show, Duration::from_secs(2)).await;
+        let vb = membership_at(&pool, b.address, MembershipOp::Show, Duration::from_secs(2)).await;
+        if let (Ok(va), Ok(vb)) = (va, vb) {
+            if knows(&va, b.id, b.address.to_string())
+                && knows(&vb, a.id, a.address.to_string())
+                && va.ring.epoch == ring_epoch
+                && vb.ring.epoch == ring_epoch
+            {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "seeded nodes did not learn each other within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "two seeded nodes learned each other in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    // They own nothing: a client's topology still lists 1, 2, 3.
+    assert_eq!(
+        h.client
+            .topology()
+            .members
+            .iter()
+            .map(|m| m.member.id)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+
+    // Node 3 restarts on another port: the others learn its address from gossip, by its id.
+    h.cluster.stop_node(3, StopSignal::Term).expect("stop 3");
+    let new_port = client::cluster_dir::pick_free_udp_ports(1).expect("port")[0];
+    let new_addr = format!("127.0.0.1:{new_port}");
+    let old_addr = h.cluster.address(3).unwrap().to_string();
+    let cfg_path = h.cluster.dir().node_config(3);
+    let text = std::fs::read_to_string(&cfg_path).expect("node.toml");
+    std::fs::write(&cfg_path, text.replace(&old_addr, &new_addr)).expect("rewrite node.toml");
+    let file_path = h.cluster.dir().cluster_file();
+    let text = std::fs::read_to_string(&file_path).expect("cluster.toml");
+    std::fs::write(&file_path, text.replace(&old_addr, &new_addr)).expect("rewrite cluster.toml");
+    h.cluster.reload();
+    h.cluster
+        .start_node(3)
+        .expect("restart 3 on its new address");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = membership_at(
+            &pool,
+            h.cluster.address(1).unwrap(),
+            MembershipOp::Show,
+            Duration::from_secs(2),
+        )
+        .await;
+        if v.is_ok_and(|v| knows(&v, 3, new_addr.clone())) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never learned node 3's new address"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Writes at ALL through node 1 reach node 3 at its new address.
+    let mut cfg = h
+        .cluster
+        .client_config(Duration::from_secs(5))
+        .expect("client config");
+    cfg.seeds = vec![h.cluster.address(1).unwrap()];
+    let fresh = Client::connect(cfg).await.expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match fresh.put(b"moved", b"v", Consistency::All).await {
+            Ok(_) => break,
+            Err(e @ (ClientError::Unavailable { .. } | ClientError::Timeout { .. }))
+                if Instant::now() < deadline =>
+            {
+                eprintln!("ALL not yet possible: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("ALL write after the move: {e}"),
+        }
+    }
+    let rec = fresh.inspect(3, b"moved").await.expect("inspect node 3");
+    assert_eq!(rec.and_then(|r| r.value), Some(b"v".to_vec()));
+}
