@@ -88,10 +88,10 @@ async fn one_reads_break_read_your_writes_and_the_session_prevents_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_retried_after_a_timeout_keeps_its_first_version() {
     // Replica requests time out after 400 ms, while the failure detector keeps a silent node up
-    // for a minute: an ALL write to a cluster with a paused node times out ambiguously (two
+    // for a minute (phi's acceptable pause and the silence cap both 60 s): an ALL write to a cluster with a paused node times out ambiguously (two
     // replicas stored it) instead of failing fast as Unavailable.
     let h =
-        start("\n[timeouts]\nrequest-ms = 400\nheartbeat-ms = 200\ndown-after-ms = 60000\n").await;
+        start("\n[timeouts]\nrequest-ms = 400\nheartbeat-ms = 200\ndown-after-ms = 60000\nacceptable-pause-ms = 60000\n").await;
     let c = client_with(&h, |c| {
         c.write_retries = 8;
         c.receipts = true;
