@@ -71,22 +71,19 @@ pub struct View {
 
 impl View {
     fn build(state: &RingState, endpoints: &HashMap<NodeId, EndpointState>) -> View {
-        let ring_of = |members: &[MemberInfo]| -> Option<Ring> {
+        let usable = |members: &[MemberInfo]| -> Option<Ring> {
             if members.is_empty() {
                 return None;
             }
-            Ring::new(
-                members.iter().map(|m| m.member.clone()).collect(),
-                state.strategy.clone(),
-            )
-            .map_err(|e| warn!(error = %e, epoch = state.epoch, "ring state not usable"))
-            .ok()
+            ring_of(members, &state.strategy)
+                .map_err(|e| warn!(error = %e, epoch = state.epoch, "ring state not usable"))
+                .ok()
         };
-        let current = ring_of(&state.members);
+        let current = usable(&state.members);
         let (read, also, read_members) = match &state.transition {
             None => (current, None, state.members.clone()),
             Some(t) => {
-                let next = ring_of(&t.next);
+                let next = usable(&t.next);
                 match t.phase {
                     Phase::Streaming => (current, next, state.members.clone()),
                     Phase::ReadNew => (next, current, t.next.clone()),
@@ -342,6 +339,14 @@ pub fn gained_ranges(current: &Ring, next: &Ring, node: NodeId) -> Vec<(TokenRan
         }
     }
     out
+}
+
+/// The ring of a member list under `strategy`.
+pub fn ring_of(members: &[MemberInfo], strategy: &Strategy) -> Result<Ring, ring::RingError> {
+    Ring::new(
+        members.iter().map(|m| m.member.clone()).collect(),
+        strategy.clone(),
+    )
 }
 
 /// The share of the token space a range covers (0..1].
@@ -760,7 +765,7 @@ impl Node {
                     node.members.streaming.store(false, Ordering::Release);
                     match res {
                         Ok(()) => {
-                            let id = self_id_transition(&st);
+                            let id = st.transition.as_ref().map_or(0, |t| t.id);
                             let _ = node.propose(|s| match &mut s.transition {
                                 Some(t) if t.id == id && t.pending.contains(&node.id) => {
                                     t.pending.retain(|n| *n != node.id);
@@ -815,16 +820,8 @@ impl Node {
     /// replicas, resuming from saved cursors. Returns once every part is done (or skipped).
     async fn stream_transition(self: &Arc<Self>, st: &RingState) -> Result<(), String> {
         let t = st.transition.as_ref().ok_or("no transition")?;
-        let current = Ring::new(
-            st.members.iter().map(|m| m.member.clone()).collect(),
-            st.strategy.clone(),
-        )
-        .map_err(|e| e.to_string())?;
-        let next = Ring::new(
-            t.next.iter().map(|m| m.member.clone()).collect(),
-            st.strategy.clone(),
-        )
-        .map_err(|e| e.to_string())?;
+        let current = ring_of(&st.members, &st.strategy).map_err(|e| e.to_string())?;
+        let next = ring_of(&t.next, &st.strategy).map_err(|e| e.to_string())?;
         // Every coordinator must write to both rings before a copy is taken. Nodes never heard
         // from must answer too, for a while (this node may have just started).
         let since = Instant::now();
@@ -1043,13 +1040,8 @@ impl Node {
                 Err(_) => return Vec::new(),
             },
         };
-        let ring_of = |m: &[MemberInfo]| {
-            Ring::new(
-                m.iter().map(|m| m.member.clone()).collect(),
-                st.strategy.clone(),
-            )
-        };
-        let (Ok(current), Ok(next)) = (ring_of(&from), ring_of(&to)) else {
+        let (Ok(current), Ok(next)) = (ring_of(&from, &st.strategy), ring_of(&to, &st.strategy))
+        else {
             return Vec::new();
         };
         // Records per unit of token space, from this node's count and the share it holds.
@@ -1214,15 +1206,12 @@ impl Node {
                         return Err("nothing is staged".into());
                     }
                     let next = apply_changes(&s.members, &s.staged)?;
-                    let ring_of = |m: &[MemberInfo]| {
-                        Ring::new(
-                            m.iter().map(|m| m.member.clone()).collect(),
-                            s.strategy.clone(),
-                        )
-                        .map_err(|e| format!("the resulting ring is not valid: {e}"))
+                    let valid = |m: &[MemberInfo]| {
+                        ring_of(m, &s.strategy)
+                            .map_err(|e| format!("the resulting ring is not valid: {e}"))
                     };
-                    let current = ring_of(&s.members)?;
-                    let next_ring = ring_of(&next)?;
+                    let current = valid(&s.members)?;
+                    let next_ring = valid(&next)?;
                     let pending: Vec<NodeId> = next_ring
                         .members()
                         .iter()
@@ -1245,10 +1234,6 @@ impl Node {
             Err(e) => bad(e),
         }
     }
-}
-
-fn self_id_transition(st: &RingState) -> u64 {
-    st.transition.as_ref().map_or(0, |t| t.id)
 }
 
 fn staged_node(c: &Change) -> Option<NodeId> {
