@@ -2,6 +2,11 @@
 //! sends each request straight to a replica of the key (token-aware routing), which coordinates
 //! it at the requested consistency level.
 //!
+//! The topology is learned again from a live member (in the background, never delaying a
+//! request) when a coordinator cannot be reached, at most once per
+//! [`TOPOLOGY_RETRY_INTERVAL`], and otherwise every [`TOPOLOGY_REFRESH_INTERVAL`]: nodes that
+//! left the ring stop being tried, nodes that joined start being used.
+//!
 //! Beyond the level, a client gives three promises of its own:
 //! - **Session guarantees** (on unless [`ClientConfig::session_keys`] is 0): reads return nothing
 //!   older than what this client already wrote or read of the key (see [`crate::session`]).
@@ -22,8 +27,17 @@ use proto::{Consistency, Request, Response, Version};
 use ring::{NodeId, Ring};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Least time between two topology refreshes set off by unreachable coordinators.
+pub const TOPOLOGY_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Time after which the topology is refreshed anyway (the ring may have grown).
+pub const TOPOLOGY_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// Budget of one topology request during a refresh.
+const TOPOLOGY_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// Members asked, one after another, in one refresh.
+const TOPOLOGY_REFRESH_TRIES: usize = 3;
 
 /// How to reach a cluster.
 #[derive(Clone)]
@@ -102,13 +116,57 @@ pub struct ReadOutcome {
 
 /// A connected client. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Client {
-    pool: Pool,
+    pool: Arc<Pool>,
+    /// What requests are routed by; replaced whole by a refresh.
+    routing: Arc<RwLock<Arc<Routing>>>,
+    /// When the last topology refresh started.
+    refreshed: Arc<Mutex<Instant>>,
+    cfg: ClientConfig,
+    session: Option<Mutex<Session>>,
+}
+
+/// A topology a node sent, with its ring and lookups.
+struct Routing {
     topology: Topology,
     ring: Ring,
     addrs: HashMap<NodeId, SocketAddr>,
     datacenters: HashMap<NodeId, String>,
-    cfg: ClientConfig,
-    session: Option<Mutex<Session>>,
+}
+
+impl Routing {
+    fn new(topology: Topology) -> Result<Routing, ClientError> {
+        let ring = Ring::new(
+            topology.members.iter().map(|m| m.member.clone()).collect(),
+            topology.strategy.clone(),
+        )
+        .map_err(|e| ClientError::Server(format!("node sent an unusable topology: {e}")))?;
+        let mut addrs = HashMap::new();
+        let mut datacenters = HashMap::new();
+        for m in &topology.members {
+            let addr = m.addr.parse().map_err(|_| {
+                ClientError::Server(format!("node sent a bad address {:?}", m.addr))
+            })?;
+            addrs.insert(m.member.id, addr);
+            datacenters.insert(m.member.id, m.member.datacenter.clone());
+        }
+        Ok(Routing {
+            topology,
+            ring,
+            addrs,
+            datacenters,
+        })
+    }
+
+    /// Marks the members the answering node saw down as failed, so they are tried last.
+    fn mark_down(&self, pool: &Pool) {
+        for m in &self.topology.members {
+            if !self.topology.live.contains(&m.member.id) {
+                if let Some(addr) = self.addrs.get(&m.member.id) {
+                    pool.mark_failed(*addr);
+                }
+            }
+        }
+    }
 }
 
 impl Client {
@@ -132,42 +190,70 @@ impl Client {
         topology: Topology,
         cfg: ClientConfig,
     ) -> Result<Client, ClientError> {
-        let ring = Ring::new(
-            topology.members.iter().map(|m| m.member.clone()).collect(),
-            topology.strategy.clone(),
-        )
-        .map_err(|e| ClientError::Server(format!("node sent an unusable topology: {e}")))?;
-        let mut addrs = HashMap::new();
-        let mut datacenters = HashMap::new();
-        for m in &topology.members {
-            let addr = m.addr.parse().map_err(|_| {
-                ClientError::Server(format!("node sent a bad address {:?}", m.addr))
-            })?;
-            addrs.insert(m.member.id, addr);
-            datacenters.insert(m.member.id, m.member.datacenter.clone());
-        }
-        for m in &topology.members {
-            if !topology.live.contains(&m.member.id) {
-                if let Some(addr) = addrs.get(&m.member.id) {
-                    pool.mark_failed(*addr);
-                }
-            }
-        }
+        let routing = Routing::new(topology)?;
+        routing.mark_down(&pool);
         let session = (cfg.session_keys > 0).then(|| Mutex::new(Session::new(cfg.session_keys)));
         Ok(Client {
-            pool,
-            topology,
-            ring,
-            addrs,
-            datacenters,
+            pool: Arc::new(pool),
+            routing: Arc::new(RwLock::new(Arc::new(routing))),
+            refreshed: Arc::new(Mutex::new(Instant::now())),
             cfg,
             session,
         })
     }
 
-    /// The topology learned at connect time.
-    pub fn topology(&self) -> &Topology {
-        &self.topology
+    /// The topology the client routes by now (learned at connect time, refreshed since).
+    pub fn topology(&self) -> Topology {
+        self.routing().topology.clone()
+    }
+
+    fn routing(&self) -> Arc<Routing> {
+        Arc::clone(&self.routing.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Starts a topology refresh in the background when `unreachable` (a coordinator could not
+    /// be reached) and the last one is [`TOPOLOGY_RETRY_INTERVAL`] old, or when it is
+    /// [`TOPOLOGY_REFRESH_INTERVAL`] old. Outside a Tokio runtime it does nothing.
+    fn maybe_refresh(&self, unreachable: bool) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut last = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
+            let due = if unreachable {
+                TOPOLOGY_RETRY_INTERVAL
+            } else {
+                TOPOLOGY_REFRESH_INTERVAL
+            };
+            if last.elapsed() < due {
+                return;
+            }
+            *last = Instant::now();
+        }
+        let pool = Arc::clone(&self.pool);
+        let routing = Arc::clone(&self.routing);
+        let current = self.routing();
+        handle.spawn(async move {
+            // Members not backing off first; a few asked at most, one after another.
+            let mut asked: Vec<SocketAddr> = current.addrs.values().copied().collect();
+            asked.sort_by_key(|a| (pool.is_backing_off(*a), *a));
+            for addr in asked.into_iter().take(TOPOLOGY_REFRESH_TRIES) {
+                let Ok(Response::Topology(t)) = pool
+                    .call(addr, Request::Topology, TOPOLOGY_REQUEST_TIMEOUT)
+                    .await
+                else {
+                    continue;
+                };
+                if t.cluster != current.topology.cluster {
+                    continue;
+                }
+                if let Ok(next) = Routing::new(*t) {
+                    next.mark_down(&pool);
+                    *routing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                    return;
+                }
+            }
+        });
     }
 
     /// Writes `value` under `key`.
@@ -401,6 +487,7 @@ impl Client {
         req: Request,
     ) -> Result<(NodeId, Response), ClientError> {
         let addr = *self
+            .routing()
             .addrs
             .get(&node)
             .ok_or_else(|| ClientError::Config(format!("no node {node}")))?;
@@ -419,6 +506,7 @@ impl Client {
     ) -> Result<Option<proto::Record>, ClientError> {
         check_key(key)?;
         let addr = *self
+            .routing()
             .addrs
             .get(&node)
             .ok_or_else(|| ClientError::Config(format!("no node {node}")))?;
@@ -445,6 +533,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<RepairReport, ClientError> {
         let addr = *self
+            .routing()
             .addrs
             .get(&node)
             .ok_or_else(|| ClientError::Config(format!("no node {node}")))?;
@@ -458,6 +547,7 @@ impl Client {
     /// Asks one node for its status.
     pub async fn status(&self, node: NodeId) -> Result<NodeStatus, ClientError> {
         let addr = *self
+            .routing()
             .addrs
             .get(&node)
             .ok_or_else(|| ClientError::Config(format!("no node {node}")))?;
@@ -499,13 +589,13 @@ impl Client {
 
     /// Coordinators to try for a key, best first: replicas in the client's datacenter, then the
     /// other replicas, then every other node.
-    fn coordinators(&self, key: &[u8]) -> Vec<NodeId> {
-        let replicas = self.ring.replicas_for_key(key);
+    fn coordinators(&self, routing: &Routing, key: &[u8]) -> Vec<NodeId> {
+        let replicas = routing.ring.replicas_for_key(key);
         let local = |id: &NodeId| match &self.cfg.datacenter {
-            Some(dc) => self.datacenters.get(id) == Some(dc),
+            Some(dc) => routing.datacenters.get(id) == Some(dc),
             None => true,
         };
-        let members = self.ring.members().iter().map(|m| m.id);
+        let members = routing.ring.members().iter().map(|m| m.id);
         let mut candidates: Vec<NodeId> = replicas.iter().copied().filter(local).collect();
         if self.cfg.datacenter.is_some() {
             // Never leave the client's datacenter for LOCAL_* semantics' sake, except as a last resort.
@@ -522,7 +612,8 @@ impl Client {
         }
         // Nodes that recently failed to connect (or were reported down) go last, in order.
         order.sort_by_key(|id| {
-            self.addrs
+            routing
+                .addrs
                 .get(id)
                 .is_some_and(|a| self.pool.is_backing_off(*a))
         });
@@ -534,12 +625,32 @@ impl Client {
     async fn send(&self, key: &[u8], req: Request) -> Result<(NodeId, Response), ClientError> {
         let deadline = tokio::time::Instant::now() + self.cfg.timeout;
         let mut last = ClientError::Connect("no nodes in topology".into());
+        let routing = self.routing();
+        let mut unreachable = false;
+        let result = self
+            .send_routed(&routing, key, req, deadline, &mut unreachable, &mut last)
+            .await;
+        self.maybe_refresh(unreachable);
+        result.unwrap_or(Err(last))
+    }
+
+    /// [`Client::send`] over one routing; `None` when no coordinator could be reached (`last`
+    /// says why). Sets `unreachable` when a coordinator refused or failed to connect.
+    async fn send_routed(
+        &self,
+        routing: &Routing,
+        key: &[u8],
+        req: Request,
+        deadline: tokio::time::Instant,
+        unreachable: &mut bool,
+        last: &mut ClientError,
+    ) -> Option<Result<(NodeId, Response), ClientError>> {
         for node in self
-            .coordinators(key)
+            .coordinators(routing, key)
             .into_iter()
             .take(MAX_COORDINATOR_TRIES)
         {
-            let Some(&addr) = self.addrs.get(&node) else {
+            let Some(&addr) = routing.addrs.get(&node) else {
                 continue;
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -549,7 +660,8 @@ impl Client {
             let channel = match self.pool.channel(addr).await {
                 Ok(ch) => ch,
                 Err(e) => {
-                    last = transport_error(e);
+                    *unreachable = true;
+                    *last = transport_error(e);
                     continue;
                 }
             };
@@ -559,7 +671,8 @@ impl Client {
                     // A node that is shutting down (it left the ring, or is restarting) refuses
                     // or closes connections; a read is safe to ask the next coordinator.
                     Err(e @ (TransportError::Connect { .. } | TransportError::Closed(_))) => {
-                        last = transport_error(e);
+                        *unreachable = true;
+                        *last = transport_error(e);
                         continue;
                     }
                     res => res,
@@ -568,12 +681,12 @@ impl Client {
                 let res = channel.call(req, left).await;
                 self.reset_on_timeout(addr, res).await
             };
-            return match res {
+            return Some(match res {
                 Ok(resp) => Ok((node, resp)),
                 Err(e) => Err(transport_error(e)),
-            };
+            });
         }
-        Err(last)
+        None
     }
 }
 

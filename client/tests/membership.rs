@@ -123,6 +123,20 @@ async fn grow_to_five_and_shrink_to_three_under_quorum_load_loses_nothing() {
     );
     assert!(acked.len() > 100, "the load did not run: {}", acked.len());
     assert!(failures.is_empty(), "failed requests: {failures:?}");
+    // The long-lived client learned the new ring: the nodes that left are no longer routed to.
+    let mut routed: Vec<u32> = h
+        .client
+        .topology()
+        .members
+        .iter()
+        .map(|m| m.member.id)
+        .collect();
+    routed.sort_unstable();
+    assert_eq!(
+        routed,
+        vec![3, 4, 5],
+        "the load's client still routes by an old ring"
+    );
 
     // Every acknowledged write, and every preloaded key, is readable at QUORUM from the final
     // three-node ring (a fresh client learns it).

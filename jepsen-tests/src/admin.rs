@@ -1,9 +1,11 @@
 //! Admin requests the harness sends to single nodes with the client certificate, outside the
 //! client library's coordinated path: `Status` (readiness), `Repair` (run an anti-entropy round
-//! now) and `Inspect` (a node's own record of a key, tombstones included).
+//! now), `Inspect` (a node's own record of a key, tombstones included) and `Membership` (the
+//! ring, and the joins and leaves of the membership nemesis).
 
-use client::client::{status_at, transport_error};
+use client::client::{membership_at, status_at, transport_error};
 use client::ClientError;
+use proto::membership::{MembershipOp, MembershipView};
 use proto::message::{NodeStatus, RepairReport};
 use proto::tls::TlsMaterial;
 use proto::transport::{client_endpoint, Pool};
@@ -64,6 +66,16 @@ impl Admin {
             Response::ReplicaRecord { record } => Ok(record),
             other => Err(unexpected("Inspect", other)),
         }
+    }
+
+    /// A membership operation (show, stage a join or leave, commit) on the node.
+    pub async fn membership(
+        &self,
+        addr: SocketAddr,
+        op: MembershipOp,
+        timeout: Duration,
+    ) -> Result<MembershipView, ClientError> {
+        membership_at(&self.pool, addr, op, timeout).await
     }
 
     async fn call(

@@ -10,10 +10,11 @@
 use crate::admin::Admin;
 use crate::error::HarnessError;
 use crate::netns::Network;
-use client::cluster_dir::{ring_of, ClusterFile, NodeToml};
+use client::cluster_dir::{ClusterFile, NodeToml};
 use client::{ClientConfig, ClusterDir, CreateOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use proto::membership::MembershipOp;
 use ring::NodeId;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -53,6 +54,9 @@ const SHUTDOWN_GRACE_MS: u64 = 1_000;
 pub struct ClusterSpec {
     /// Number of nodes (ids 1..=nodes).
     pub nodes: usize,
+    /// How many of them (the highest ids) start outside the ring, as spares a membership
+    /// nemesis joins: their `node.toml` learns the ring from the members as seeds.
+    pub spares: usize,
     /// Replication factor.
     pub rf: usize,
     /// Virtual nodes per node.
@@ -78,6 +82,8 @@ pub struct Cluster {
     node_bin: PathBuf,
     procs: Mutex<BTreeMap<NodeId, NodeProc>>,
     admin: Admin,
+    /// The nodes in the ring now (all but the spares at first; the membership nemesis changes it).
+    members: Mutex<Vec<NodeId>>,
     /// Declared last: dropped after the processes are killed (see `Drop`).
     network: Option<Network>,
 }
@@ -120,25 +126,64 @@ impl Cluster {
                 &toml::to_string(&file).map_err(|e| HarnessError::Setup(e.to_string()))?,
             )?;
         }
+        let members: Vec<NodeId> = ids
+            .iter()
+            .copied()
+            .take(spec.nodes.saturating_sub(spec.spares))
+            .collect();
+        let founders = ClusterFile {
+            nodes: file
+                .nodes
+                .iter()
+                .filter(|n| members.contains(&n.id))
+                .cloned()
+                .collect(),
+            ..file.clone()
+        };
         for node in &file.nodes {
-            write_text(&dir.node_config(node.id), &node_toml(&file, node.id)?)?;
+            let text = if members.contains(&node.id) {
+                node_toml(&founders, node.id, Vec::new())?
+            } else {
+                node_toml(&file, node.id, founders.addresses())?
+            };
+            write_text(&dir.node_config(node.id), &text)?;
         }
         let tls = dir.client_tls(&file)?;
         let admin = Admin::new(&tls)?;
-        info!(root = %root.display(), nodes = spec.nodes, rf = spec.rf, namespaces = spec.namespaces, "cluster created");
+        info!(root = %root.display(), nodes = spec.nodes, spares = spec.spares, rf = spec.rf, namespaces = spec.namespaces, "cluster created");
         Ok(Cluster {
             dir,
             file,
             node_bin: spec.node_bin.clone(),
             procs: Mutex::default(),
             admin,
+            members: Mutex::new(members),
             network,
         })
     }
 
-    /// Every node id, ascending.
+    /// Every node id, spares included, ascending.
     pub fn ids(&self) -> Vec<NodeId> {
         self.file.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// The ids of the nodes in the ring now, ascending.
+    pub fn members(&self) -> Vec<NodeId> {
+        lock(&self.members).clone()
+    }
+
+    /// Records that node `id` joined the ring.
+    pub fn add_member(&self, id: NodeId) {
+        let mut m = lock(&self.members);
+        if !m.contains(&id) {
+            m.push(id);
+            m.sort_unstable();
+        }
+    }
+
+    /// Records that node `id` left the ring.
+    pub fn remove_member(&self, id: NodeId) {
+        lock(&self.members).retain(|&m| m != id);
     }
 
     /// A node's address.
@@ -166,9 +211,32 @@ impl Cluster {
         &self.admin
     }
 
-    /// The placement ring of the cluster.
-    pub fn ring(&self) -> Result<ring::Ring, HarnessError> {
-        ring_of(&self.file).map_err(|e| HarnessError::Setup(format!("ring: {e}")))
+    /// The placement ring of the cluster now, as the first member that answers has it (the
+    /// ring a membership nemesis changed is not the one of `cluster.toml`).
+    pub async fn ring(&self) -> Result<ring::Ring, HarnessError> {
+        let mut last = String::from("no member to ask");
+        for id in self.members() {
+            let Some(addr) = self.addr(id) else {
+                continue;
+            };
+            match self
+                .admin
+                .membership(addr, MembershipOp::Show, PROBE_TIMEOUT)
+                .await
+            {
+                Ok(view) => {
+                    return ring::Ring::new(
+                        view.ring.members.iter().map(|m| m.member.clone()).collect(),
+                        view.ring.strategy,
+                    )
+                    .map_err(|e| HarnessError::Setup(format!("ring of node {id}: {e}")))
+                }
+                Err(e) => last = format!("node {id}: {e}"),
+            }
+        }
+        Err(HarnessError::Setup(format!(
+            "cannot learn the ring: {last}"
+        )))
     }
 
     /// A client configuration: every node a seed, requests bounded by `timeout`.
@@ -249,9 +317,9 @@ impl Cluster {
         Ok(pid)
     }
 
-    /// Starts every node that is not running, without skew.
+    /// Starts every member that is not running, without skew.
     pub fn start_all(&self) -> Result<(), HarnessError> {
-        for id in self.ids() {
+        for id in self.members() {
             self.start(id, None)?;
         }
         Ok(())
@@ -266,6 +334,31 @@ impl Cluster {
         let _ = p.child.wait();
         let _ = std::fs::remove_file(self.dir.node_pid(id));
         debug!(node = id, pid = p.pid, "node killed");
+        true
+    }
+
+    /// Stops node `id` as an operator would: SIGTERM (the node finishes the requests it has and
+    /// closes its connections), SIGKILL after a grace period. Returns false when it was not
+    /// running.
+    pub fn stop(&self, id: NodeId) -> bool {
+        let Some(mut p) = lock(&self.procs).remove(&id) else {
+            return false;
+        };
+        if p.paused {
+            signal(p.pid, Signal::SIGCONT);
+        }
+        signal(p.pid, Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_WAIT;
+        while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if matches!(p.child.try_wait(), Ok(None)) {
+            warn!(node = id, pid = p.pid, "node ignored SIGTERM; killing it");
+            signal(p.pid, Signal::SIGKILL);
+            let _ = p.child.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.node_pid(id));
+        debug!(node = id, pid = p.pid, "node stopped");
         true
     }
 
@@ -487,11 +580,20 @@ impl Drop for Cluster {
     }
 }
 
-/// The node's configuration: what `client::cluster_dir` writes plus the harness's settings.
-fn node_toml(file: &ClusterFile, id: NodeId) -> Result<String, HarnessError> {
+/// The node's configuration: what `client::cluster_dir` writes plus the harness's settings. With
+/// `seeds` (a spare), the node lists itself only and learns the ring from them.
+fn node_toml(
+    file: &ClusterFile,
+    id: NodeId,
+    seeds: Vec<SocketAddr>,
+) -> Result<String, HarnessError> {
     let err = |e: String| HarnessError::Setup(format!("cannot encode node.toml: {e}"));
-    let mut table =
-        toml::Table::try_from(NodeToml::for_node(file, id)).map_err(|e| err(e.to_string()))?;
+    let mut cfg = NodeToml::for_node(file, id);
+    if !seeds.is_empty() {
+        cfg.members.retain(|m| m.id == id);
+        cfg.seeds = seeds;
+    }
+    let mut table = toml::Table::try_from(cfg).map_err(|e| err(e.to_string()))?;
     let mut ae = toml::Table::new();
     ae.insert(
         "interval-ms".into(),
@@ -554,7 +656,7 @@ mod tests {
                 ..CreateOptions::default()
             })
             .expect("create");
-        let text = node_toml(&file, 2).expect("toml");
+        let text = node_toml(&file, 2, Vec::new()).expect("toml");
         let value: toml::Table = toml::from_str(&text).expect("parses");
         assert_eq!(value["node-id"].as_integer(), Some(2));
         assert_eq!(
@@ -566,5 +668,34 @@ mod tests {
             .expect("grace");
         assert!(grace > 2 * ANTI_ENTROPY_INTERVAL_MS as i64);
         assert_eq!(value["members"].as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn a_spare_lists_itself_only_and_learns_the_ring_from_seeds() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = ClusterDir::new(tmp.path()).expect("dir");
+        let file = dir
+            .create(&CreateOptions {
+                nodes: 5,
+                base_port: 0,
+                ..CreateOptions::default()
+            })
+            .expect("create");
+        let seeds = vec![file.nodes[0].address, file.nodes[1].address];
+        let text = node_toml(&file, 5, seeds.clone()).expect("toml");
+        let value: toml::Table = toml::from_str(&text).expect("parses");
+        let members = value["members"].as_array().expect("members");
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0]["id"].as_integer(), Some(5));
+        let listed: Vec<String> = value["seeds"]
+            .as_array()
+            .expect("seeds")
+            .iter()
+            .map(|v| v.as_str().expect("address").to_string())
+            .collect();
+        assert_eq!(
+            listed,
+            seeds.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+        );
     }
 }

@@ -9,11 +9,17 @@
 //!   restarted with the true time at heal;
 //! - `kill-wipe`: kill -9 of one node, its data directory deleted, restarted: the disk lost
 //!   acknowledged writes. With RF 1 that loses data, which the set checker must catch.
+//! - `membership`: topology changes under load. The cluster starts with two spare nodes outside
+//!   the ring; each fault is one committed change (`join` of a spare, then `leave` of the oldest
+//!   members), so the ring grows from N-2 to N and shrinks back to N-2 members. A fault lasts
+//!   until its transition has ended (streaming done, the new ring in force); a node that left
+//!   is then stopped. After the last change the nemesis injects nothing more.
 
 use crate::cluster::Cluster;
 use crate::error::HarnessError;
 use crate::history::Recorder;
 use crate::partition::{self, Shape};
+use proto::membership::MembershipOp;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -21,11 +27,23 @@ use ring::NodeId;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::info;
+use tracing::{debug, info};
 
 /// Clock offsets the clock-skew nemesis cycles through, in seconds: ahead within the node's
 /// tolerance (5 s), ahead beyond it, behind beyond it.
 pub const CLOCK_SKEWS_SECS: [i64; 3] = [3, 10, -10];
+/// Nodes the membership nemesis starts outside the ring (joined, then as many members leave).
+pub const MEMBERSHIP_SPARES: usize = 2;
+/// How long a spare gets to learn the ring from its seeds.
+const LEARN_RING_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one committed change may take to end (streaming included) before the run fails.
+const TRANSITION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Budget of one membership request.
+const MEMBERSHIP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts of one staging request (a node may still be learning the spare's address).
+const STAGE_ATTEMPTS: usize = 20;
+/// Between polls of a transition and between staging attempts.
+const POLL: Duration = Duration::from_millis(250);
 
 /// A kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -49,11 +67,13 @@ pub enum NemesisKind {
     ClockSkew,
     /// kill -9 of one node, its data deleted, restart (loses data unless replicas restore it).
     KillWipe,
+    /// The ring grows by the two spare nodes, then the two oldest members leave.
+    Membership,
 }
 
 impl NemesisKind {
     /// Every kind, in documentation order.
-    pub const ALL: [NemesisKind; 9] = [
+    pub const ALL: [NemesisKind; 10] = [
         NemesisKind::None,
         NemesisKind::PartitionHalves,
         NemesisKind::PartitionOne,
@@ -63,7 +83,17 @@ impl NemesisKind {
         NemesisKind::Pause,
         NemesisKind::ClockSkew,
         NemesisKind::KillWipe,
+        NemesisKind::Membership,
     ];
+
+    /// Nodes of the cluster that start outside the ring, for this nemesis to join.
+    pub fn spares(self) -> usize {
+        if self == NemesisKind::Membership {
+            MEMBERSHIP_SPARES
+        } else {
+            0
+        }
+    }
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -77,6 +107,7 @@ impl NemesisKind {
             NemesisKind::Pause => "pause",
             NemesisKind::ClockSkew => "clock-skew",
             NemesisKind::KillWipe => "kill-wipe",
+            NemesisKind::Membership => "membership",
         }
     }
 
@@ -101,6 +132,12 @@ impl NemesisKind {
         if let Some(shape) = self.shape() {
             let ids: Vec<NodeId> = (1..=nodes as NodeId).collect();
             partition::plan(shape, &ids).map_err(HarnessError::Usage)?;
+        }
+        if self == NemesisKind::Membership && nodes < 2 + MEMBERSHIP_SPARES {
+            return Err(HarnessError::Usage(format!(
+                "the membership nemesis needs at least {} nodes ({MEMBERSHIP_SPARES} of them start as spares)",
+                2 + MEMBERSHIP_SPARES
+            )));
         }
         if matches!(
             self,
@@ -152,6 +189,45 @@ enum Active {
     Killed(Vec<NodeId>),
     Paused(Vec<NodeId>),
     Skewed(NodeId),
+    /// A committed topology change and the transition carrying it out.
+    Transition {
+        step: Step,
+        id: u64,
+    },
+}
+
+/// One topology change of the membership nemesis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A spare joins the ring.
+    Join(NodeId),
+    /// A member leaves the ring (decommission: its ranges stream to the new owners first).
+    Leave(NodeId),
+}
+
+impl Step {
+    fn node(self) -> NodeId {
+        match self {
+            Step::Join(n) | Step::Leave(n) => n,
+        }
+    }
+}
+
+/// The membership nemesis's changes for a cluster whose ring is `members` of `ids`: every
+/// spare joins (ascending), then as many of the first members leave, so the ring ends as large
+/// as it started.
+pub fn membership_steps(ids: &[NodeId], members: &[NodeId]) -> Vec<Step> {
+    let spares: Vec<NodeId> = ids
+        .iter()
+        .copied()
+        .filter(|id| !members.contains(id))
+        .collect();
+    let leaving = members.iter().copied().take(spares.len());
+    spares
+        .iter()
+        .map(|&n| Step::Join(n))
+        .chain(leaving.map(Step::Leave))
+        .collect()
 }
 
 /// Injects one kind of fault into a cluster.
@@ -161,17 +237,25 @@ pub struct Nemesis {
     rng: StdRng,
     active: Option<Active>,
     skews_done: usize,
+    /// Changes the membership nemesis has still to make.
+    steps: std::collections::VecDeque<Step>,
 }
 
 impl Nemesis {
     /// A nemesis of `kind` for `cluster`, making its random choices from `rng`.
     pub fn new(kind: NemesisKind, cluster: Arc<Cluster>, rng: StdRng) -> Nemesis {
+        let steps = if kind == NemesisKind::Membership {
+            membership_steps(&cluster.ids(), &cluster.members()).into()
+        } else {
+            Default::default()
+        };
         Nemesis {
             kind,
             cluster,
             rng,
             active: None,
             skews_done: 0,
+            steps,
         }
     }
 
@@ -256,6 +340,18 @@ impl Nemesis {
                     vec![id],
                 )
             }
+            NemesisKind::Membership => {
+                let Some(step) = self.steps.pop_front() else {
+                    return Ok(None);
+                };
+                let id = tokio::runtime::Handle::current().block_on(commit_step(&c, step))?;
+                self.active = Some(Active::Transition { step, id });
+                let what = match step {
+                    Step::Join(n) => format!("node {n} joins (transition {id})"),
+                    Step::Leave(n) => format!("node {n} leaves (transition {id})"),
+                };
+                (what, vec![step.node()])
+            }
             _ => return Ok(None),
         };
         info!(nemesis = %self.kind, what = %started.0, "fault started");
@@ -286,6 +382,17 @@ impl Nemesis {
                 c.kill(id);
                 c.start(id, None)?;
             }
+            Some(Active::Transition { step, id }) => {
+                tokio::runtime::Handle::current().block_on(wait_transition(&c, id))?;
+                match step {
+                    Step::Join(n) => c.add_member(n),
+                    Step::Leave(n) => {
+                        c.remove_member(n);
+                        c.stop(n);
+                    }
+                }
+                info!(?step, transition = id, "topology change complete");
+            }
         }
         Ok(())
     }
@@ -305,12 +412,111 @@ impl Nemesis {
             c.kill(id);
         }
         let running = c.running();
-        for id in c.ids() {
+        for id in c.members() {
             if !running.contains(&id) {
                 c.start(id, None)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Makes one change: for a join, starts the spare and waits until it has learned the ring; then
+/// stages the change on a member and commits it. Returns the transition's id.
+async fn commit_step(c: &Cluster, step: Step) -> Result<u64, HarnessError> {
+    let fail = |m: String| HarnessError::Setup(format!("membership nemesis: {m}"));
+    let node = step.node();
+    let node_addr = c
+        .addr(node)
+        .ok_or_else(|| fail(format!("no address for node {node}")))?;
+    if let Step::Join(_) = step {
+        c.start(node, None)?;
+        let until = Instant::now() + LEARN_RING_TIMEOUT;
+        loop {
+            match c
+                .admin()
+                .status(node_addr, MEMBERSHIP_REQUEST_TIMEOUT)
+                .await
+            {
+                Ok(s) if s.ring_epoch > 0 => break,
+                _ if Instant::now() >= until => {
+                    return Err(fail(format!(
+                        "node {node} did not learn the ring from its seeds in {} s",
+                        LEARN_RING_TIMEOUT.as_secs()
+                    )))
+                }
+                _ => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+    // Staged and committed through a member that stays.
+    let via = c
+        .members()
+        .into_iter()
+        .find(|&m| m != node && c.running().contains(&m))
+        .and_then(|m| c.addr(m))
+        .ok_or_else(|| fail("no running member to send the change to".into()))?;
+    let op = match step {
+        Step::Join(_) => MembershipOp::Join {
+            addr: node_addr.to_string(),
+        },
+        Step::Leave(n) => MembershipOp::Leave { node: n },
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match c
+            .admin()
+            .membership(via, op.clone(), MEMBERSHIP_REQUEST_TIMEOUT)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if attempt >= STAGE_ATTEMPTS => {
+                return Err(fail(format!("staging {step:?} failed: {e}")))
+            }
+            Err(e) => {
+                debug!(?step, error = %e, "staging refused; retrying");
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+    let view = c
+        .admin()
+        .membership(via, MembershipOp::Commit, MEMBERSHIP_REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| fail(format!("commit of {step:?} failed: {e}")))?;
+    let t = view
+        .ring
+        .transition
+        .ok_or_else(|| fail(format!("the commit of {step:?} started no transition")))?;
+    info!(?step, transition = t.id, "topology change committed");
+    Ok(t.id)
+}
+
+/// Waits until transition `id` has ended, as the running members see it.
+async fn wait_transition(c: &Cluster, id: u64) -> Result<(), HarnessError> {
+    let until = Instant::now() + TRANSITION_TIMEOUT;
+    loop {
+        for m in c.members() {
+            let Some(addr) = c.addr(m) else { continue };
+            if let Ok(v) = c
+                .admin()
+                .membership(addr, MembershipOp::Show, MEMBERSHIP_REQUEST_TIMEOUT)
+                .await
+            {
+                if v.ring.transition.is_none_or(|t| t.id != id) {
+                    return Ok(());
+                }
+                break;
+            }
+        }
+        if Instant::now() >= until {
+            return Err(HarnessError::Setup(format!(
+                "membership nemesis: transition {id} still in progress after {} s",
+                TRANSITION_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -371,4 +577,29 @@ async fn blocking<T: Send + 'static>(
     })
     .await
     .map_err(|e| HarnessError::Setup(format!("nemesis task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn membership_grows_by_every_spare_then_shrinks_by_as_many_founders() {
+        assert_eq!(
+            membership_steps(&[1, 2, 3, 4, 5], &[1, 2, 3]),
+            vec![Step::Join(4), Step::Join(5), Step::Leave(1), Step::Leave(2)]
+        );
+        assert!(membership_steps(&[1, 2, 3], &[1, 2, 3]).is_empty());
+    }
+
+    #[test]
+    fn only_the_membership_nemesis_has_spares_and_it_needs_room_for_them() {
+        assert_eq!(NemesisKind::Membership.spares(), MEMBERSHIP_SPARES);
+        assert!(NemesisKind::ALL
+            .iter()
+            .filter(|k| **k != NemesisKind::Membership)
+            .all(|k| k.spares() == 0));
+        assert!(NemesisKind::Membership.validate(3).is_err());
+        assert!(NemesisKind::Membership.validate(5).is_ok());
+    }
 }

@@ -140,6 +140,17 @@ pub fn summary(r: &RunReport) -> String {
             c.reason
         );
     }
+    if let Some(a) = &r.checks.availability {
+        let _ = writeln!(
+            out,
+            "   availability:    {:<8} {}",
+            a.verdict.label(),
+            a.reason
+        );
+        for u in a.unserved.iter().take(5) {
+            let _ = writeln!(out, "   unserved: {u}");
+        }
+    }
     for note in &r.notes {
         let _ = writeln!(out, "   note: {note}");
     }
@@ -215,6 +226,14 @@ pub fn html(r: &RunReport, ops: &[Op]) -> String {
             esc(&c.reason)
         );
     }
+    if let Some(a) = &r.checks.availability {
+        let _ = write!(
+            h,
+            "<tr><td>availability</td>{}<td>{}</td></tr>",
+            verdict_cell(a.verdict),
+            esc(&a.reason)
+        );
+    }
     h.push_str("</table>");
     for note in &r.notes {
         let _ = write!(h, "<p><i>note: {}</i></p>", esc(note));
@@ -283,6 +302,15 @@ pub fn html(r: &RunReport, ops: &[Op]) -> String {
                 "<h2>Set anomalies</h2><p>lost: {}</p><p>failed yet present: {}</p>",
                 esc(&set.lost_keys.join(", ")),
                 esc(&set.failed_present_keys.join(", "))
+            );
+        }
+    }
+    if let Some(a) = &r.checks.availability {
+        if !a.unserved.is_empty() {
+            let _ = write!(
+                h,
+                "<h2>Unserved operations</h2><pre>{}</pre>",
+                esc(&a.unserved.join("\n"))
             );
         }
     }

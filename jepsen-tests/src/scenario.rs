@@ -4,8 +4,9 @@
 //! 1. make the network (or fall back to loopback), the cluster directory and start the nodes;
 //! 2. run the workload's clients and the nemesis schedule until the deadline;
 //! 3. heal everything, wait until every node sees every other, let in-flight writes and hints
-//!    settle, and run one repair round (every node, in turn, with every peer);
-//! 4. inspect every replica of every key (convergence), then read every key at ALL;
+//!    settle, and run one repair round (every member, in turn, with every peer);
+//! 4. inspect every replica of every key in the ring as it is now (convergence), then read every
+//!    key at ALL through a client connected to the members now;
 //! 5. stop the cluster, check the history, write the report.
 
 use crate::checker::{self, CheckResults, Verdict};
@@ -177,6 +178,21 @@ impl Scenario {
                 self.consistency
             ));
         }
+        if self.nemesis == NemesisKind::Membership {
+            let ring = self.nodes.saturating_sub(self.nemesis.spares());
+            if self.rf > ring {
+                return bad(format!(
+                    "the membership nemesis starts with {ring} of the {} nodes in the ring, fewer than --rf {}",
+                    self.nodes, self.rf
+                ));
+            }
+            if self.coordinators == Coordinators::Random {
+                return bad(
+                    "the membership nemesis changes which nodes exist; use token coordinators"
+                        .into(),
+                );
+            }
+        }
         if self.nemesis.needs_network() && self.net == NetMode::Loopback {
             return bad(format!(
                 "the {} nemesis needs network namespaces, not --net loopback",
@@ -282,6 +298,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport, Ha
     let (node_bin, linked) = pin_binary(&found, &run_dir);
     let spec = ClusterSpec {
         nodes: scenario.nodes,
+        spares: scenario.nemesis.spares(),
         rf: scenario.rf,
         vnodes: scenario.vnodes,
         namespaces,
@@ -340,7 +357,7 @@ async fn drive(
             .map_err(|e| HarnessError::Setup(e.to_string()))??;
     }
     cluster.wait_ready(READY_TIMEOUT).await?;
-    for id in cluster.ids() {
+    for id in cluster.members() {
         cluster.verify_pid(id)?;
     }
     let mut clients = Vec::with_capacity(scenario.concurrency);
@@ -352,7 +369,6 @@ async fn drive(
         cfg.write_retries = scenario.write_retries;
         clients.push(Arc::new(Client::connect(cfg).await?));
     }
-    let final_client = Arc::clone(&clients[0]);
     let recorder = Arc::new(Recorder::new(MAX_HISTORY_OPS));
     let deadline = Instant::now() + scenario.time;
     let cfg = WorkloadConfig {
@@ -383,6 +399,16 @@ async fn drive(
     let healed = heal_and_repair(cluster, notes).await?;
     let keys = workload_keys(&recorder.snapshot());
     let convergence = inspect_replicas(cluster, &keys).await?;
+    // A client connected now, to the members now: the ring may have changed during the run.
+    let mut cfg = cluster.client_config(CLIENT_TIMEOUT)?;
+    cfg.seeds = cluster
+        .members()
+        .into_iter()
+        .filter_map(|id| cluster.addr(id))
+        .collect();
+    cfg.session_keys = 0;
+    cfg.write_retries = scenario.write_retries;
+    let final_client = Client::connect(cfg).await?;
     let process = u32::try_from(scenario.concurrency).unwrap_or(u32::MAX) * 1_000_000;
     workload::final_reads(&final_client, &recorder, &keys, process).await;
     Ok((
@@ -414,7 +440,7 @@ async fn heal_and_repair(
     let mut entries = Vec::new();
     for round in 1..=MAX_REPAIR_ROUNDS {
         let mut clean = true;
-        for id in cluster.ids() {
+        for id in cluster.members() {
             let Some(addr) = cluster.addr(id) else {
                 continue;
             };
@@ -444,7 +470,7 @@ async fn wait_hints_drained(cluster: &Cluster) -> bool {
     let deadline = Instant::now() + HINT_DRAIN_TIMEOUT;
     loop {
         let mut pending = 0u64;
-        for id in cluster.ids() {
+        for id in cluster.members() {
             let Some(addr) = cluster.addr(id) else {
                 continue;
             };
@@ -474,7 +500,7 @@ async fn inspect_replicas(
     cluster: &Arc<Cluster>,
     keys: &[String],
 ) -> Result<Vec<KeyReplicas>, HarnessError> {
-    let ring = cluster.ring()?;
+    let ring = cluster.ring().await?;
     let results = futures::stream::iter(keys)
         .map(|key| {
             let replicas: Vec<u32> = ring.replicas_for_key(key.as_bytes()).to_vec();
@@ -532,6 +558,9 @@ fn check(scenario: &Scenario, ops: &[Op], convergence: Vec<KeyReplicas>) -> Chec
         }
     }
     results.convergence = Some(checker::convergence::check(&convergence));
+    if scenario.nemesis == NemesisKind::Membership {
+        results.availability = Some(checker::availability::check(ops));
+    }
     results
 }
 

@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 pub enum SuiteKind {
     /// The CI suite: set at QUORUM under partition-one, kill and pause, and at ALL under
     /// partition-halves, and the register at LINEARIZABLE with random coordinators under
-    /// partition-halves; 10 s each.
+    /// partition-halves, 10 s each; and set at QUORUM under the membership nemesis, 40 s.
     Short,
     /// The whole matrix, 30 or 40 s per scenario.
     Full,
     /// The part of the full matrix that compares levels with a random coordinator per operation:
-    /// the register at LINEARIZABLE and at QUORUM under every nemesis but kill-wipe, 40 s each.
+    /// the register at LINEARIZABLE and at QUORUM under every nemesis but kill-wipe and
+    /// membership, 40 s each.
     Linearizable,
 }
 
@@ -33,13 +34,35 @@ const SHORT_SCHEDULE: Schedule = Schedule {
     fault: Duration::from_secs(3),
 };
 
-/// Every nemesis that injects a fault and heals it (all but `none` and `kill-wipe`, which only
-/// the set workload's dedicated scenario uses): what the random-coordinator register scenarios
-/// run under.
+/// Every nemesis that injects a fault and heals it (all but `none`, and `kill-wipe` and
+/// `membership`, which only the set workload's dedicated scenarios use): what the
+/// random-coordinator register scenarios run under.
 pub fn fault_nemeses() -> impl Iterator<Item = NemesisKind> {
-    NemesisKind::ALL
-        .into_iter()
-        .filter(|n| !matches!(n, NemesisKind::None | NemesisKind::KillWipe))
+    NemesisKind::ALL.into_iter().filter(|n| {
+        !matches!(
+            n,
+            NemesisKind::None | NemesisKind::KillWipe | NemesisKind::Membership
+        )
+    })
+}
+
+/// Workload time of the membership scenarios: room for its four changes (two joins, two
+/// leaves), each a quiet gap, the start of a spare or the commit, and the transition.
+const MEMBERSHIP_TIME: Duration = Duration::from_secs(40);
+const MEMBERSHIP_SCHEDULE: Schedule = Schedule {
+    quiet: Duration::from_secs(3),
+    fault: Duration::from_secs(2),
+};
+
+/// The set workload at `level` while the ring grows from 3 to 5 nodes and shrinks back to 3
+/// (the membership nemesis): nothing acknowledged may be lost, replicas must converge, and every
+/// operation must be served (the availability checker).
+pub fn membership(level: Consistency) -> Scenario {
+    let mut s = Scenario::new(WorkloadKind::Set, level, NemesisKind::Membership);
+    s.nodes = 5;
+    s.time = MEMBERSHIP_TIME;
+    s.schedule = MEMBERSHIP_SCHEDULE;
+    s
 }
 /// Workload time of the random-coordinator register scenarios: with 5 s of fault and 5 s of
 /// quiet, four fault cycles.
@@ -76,7 +99,8 @@ pub fn scenarios(kind: SuiteKind) -> Vec<Scenario> {
 
 /// The CI suite: set at QUORUM under partition-one, kill and pause, and at ALL under
 /// partition-halves; the register at LINEARIZABLE with random coordinators under
-/// partition-halves (linearizability required).
+/// partition-halves (linearizability required); set at QUORUM while the ring grows from 3 to 5
+/// and shrinks back (membership).
 pub fn short() -> Vec<Scenario> {
     let mut out: Vec<Scenario> = [
         (Consistency::Quorum, NemesisKind::PartitionOne),
@@ -97,6 +121,7 @@ pub fn short() -> Vec<Scenario> {
     s.time = SHORT_TIME;
     s.schedule = SHORT_SCHEDULE;
     out.push(s);
+    out.push(membership(Consistency::Quorum));
     out
 }
 
@@ -107,6 +132,9 @@ pub fn full() -> Vec<Scenario> {
         for nemesis in std::iter::once(NemesisKind::None).chain(fault_nemeses()) {
             out.push(Scenario::new(WorkloadKind::Set, level, nemesis));
         }
+    }
+    for level in [Consistency::Quorum, Consistency::All] {
+        out.push(membership(level));
     }
     // A node whose disk is wiped, with RF 3: the other replicas, hints and anti-entropy must
     // restore everything it held.
@@ -306,7 +334,8 @@ mod tests {
             }
         }
         let short_secs: u64 = short().iter().map(|s| s.time.as_secs()).sum();
-        assert!(short_secs <= 50, "the CI suite must stay short");
+        // Five 10 s scenarios and the 40 s membership one.
+        assert!(short_secs <= 90, "the CI suite must stay short");
         assert!(full()
             .iter()
             .any(|s| s.must_fail == ["set"] && s.nemesis == NemesisKind::KillWipe));

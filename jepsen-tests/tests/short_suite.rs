@@ -1,8 +1,10 @@
 //! The CI suite: set workload on a real 5-node cluster (one network namespace per node) under
 //! partition-one, kill and pause at QUORUM, and partition-halves at ALL, and the register at
-//! LINEARIZABLE with a random coordinator per operation under partition-halves. Every
-//! acknowledged write must survive, the LINEARIZABLE history must be linearizable, and every
-//! replica must converge after the heal and a repair round.
+//! LINEARIZABLE with a random coordinator per operation under partition-halves, and the set at
+//! QUORUM while the ring grows from 3 to 5 nodes and shrinks back to 3 (membership). Every
+//! acknowledged write must survive, the LINEARIZABLE history must be linearizable, every
+//! replica must converge after the heal and a repair round, and under membership every request
+//! must be served.
 //!
 //! Needs root (CAP_NET_ADMIN) and nftables, which CI has (scripts/setup.sh). Without them the
 //! test fails, saying why; set RINGKV_JEPSEN_SKIP=1 to skip it on a workstation.
@@ -48,6 +50,7 @@ async fn short_suite_loses_no_acknowledged_write_and_converges() {
     assert!(nemeses.contains(&NemesisKind::PartitionOne));
     assert!(nemeses.contains(&NemesisKind::Kill));
     assert!(nemeses.contains(&NemesisKind::Pause));
+    assert!(nemeses.contains(&NemesisKind::Membership));
     assert!(scenarios
         .iter()
         .any(|s| s.consistency == proto::Consistency::Linearizable));
@@ -109,6 +112,34 @@ async fn short_suite_loses_no_acknowledged_write_and_converges() {
             "{}: the nemesis never acted",
             row.scenario.name
         );
+        if row.scenario.nemesis == NemesisKind::Membership {
+            // 3 -> 5 -> 3: both spares joined, then two founding members left.
+            let what: Vec<&str> = r.nemesis.iter().map(|w| w.description.as_str()).collect();
+            for (i, expected) in [
+                "node 4 joins",
+                "node 5 joins",
+                "node 1 leaves",
+                "node 2 leaves",
+            ]
+            .iter()
+            .enumerate()
+            {
+                assert!(
+                    what.get(i).is_some_and(|w| w.starts_with(expected)),
+                    "{}: change {i} was not {expected:?}: {what:?}",
+                    row.scenario.name
+                );
+            }
+            let availability = r.checks.availability.as_ref().expect("availability result");
+            assert_eq!(
+                (availability.failed, availability.unknown),
+                (0, 0),
+                "{}: {} {:?}",
+                row.scenario.name,
+                availability.reason,
+                availability.unserved
+            );
+        }
         for file in ["history.jsonl", "results.json", "index.html"] {
             assert!(
                 r.run_dir.join(file).is_file(),

@@ -610,7 +610,8 @@ impl RunningNode {
         if drained.is_err() {
             warn!("shutdown grace expired with requests in flight");
         }
-        self.endpoint.close(0u32.into(), b"shutting down");
+        self.endpoint
+            .close(0u32.into(), proto::transport::SHUTDOWN_REASON);
         for t in &self.tasks {
             t.abort();
         }

@@ -33,6 +33,11 @@ const CHANNEL_IN_FLIGHT: usize = 4096;
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest fail-fast period after repeated connect failures.
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The reason a node gives when it closes its endpoint at shutdown. A peer that said it is
+/// shutting down is treated like one that failed to connect: calls fail fast (and callers try
+/// other nodes) for [`RECONNECT_BACKOFF_MAX`] instead of each waiting for a handshake to a port
+/// nobody listens on.
+pub const SHUTDOWN_REASON: &[u8] = b"shutting down";
 
 /// Transport failures (as opposed to error replies from the peer).
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +195,14 @@ impl Channel {
     /// Whether the connection is gone (a new channel must be opened).
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed) || self.conn.close_reason().is_some()
+    }
+
+    /// Whether the peer closed the connection because it is shutting down.
+    pub fn peer_shut_down(&self) -> bool {
+        matches!(
+            self.conn.close_reason(),
+            Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.reason.as_ref() == SHUTDOWN_REASON
+        )
     }
 
     /// The peer's address.
@@ -398,6 +411,14 @@ impl Pool {
         if let Some(ch) = guard.as_ref() {
             if !ch.is_closed() {
                 return Ok(ch.clone());
+            }
+            if ch.peer_shut_down() {
+                *guard = None;
+                *lock(&slot.failed) = Some((Instant::now(), RECONNECT_BACKOFF_MAX));
+                return Err(TransportError::Connect {
+                    addr,
+                    reason: "the node is shutting down".into(),
+                });
             }
         }
         // Callers queued behind a connect that just failed fail fast too, instead of each

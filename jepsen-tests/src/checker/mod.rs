@@ -4,7 +4,10 @@
 //! - [`set`]: every acknowledged write of the set workload is present at the end.
 //! - [`register`]: per-key linearizability of the register workload (Wing-Gong-Lowe search).
 //! - [`convergence`]: after healing and a repair round, every replica holds the same version.
+//! - [`availability`]: every main-phase operation was served (for the membership nemesis, which
+//!   takes away no replica a level needs).
 
+pub mod availability;
 pub mod convergence;
 pub mod register;
 pub mod set;
@@ -59,6 +62,9 @@ pub struct CheckResults {
     pub linearizability: Option<register::LinearizabilityResult>,
     /// Replica convergence after heal and repair.
     pub convergence: Option<convergence::ConvergenceResult>,
+    /// Every operation served (membership nemesis only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<availability::AvailabilityResult>,
 }
 
 impl CheckResults {
@@ -73,6 +79,9 @@ impl CheckResults {
         }
         if let Some(c) = &self.convergence {
             v.push(("convergence", c.verdict));
+        }
+        if let Some(a) = &self.availability {
+            v.push(("availability", a.verdict));
         }
         v
     }
