@@ -610,14 +610,23 @@ impl Client {
                 order.push(id);
             }
         }
-        // Nodes that recently failed to connect (or were reported down) go last, in order.
-        order.sort_by_key(|id| {
-            routing
-                .addrs
-                .get(id)
-                .is_some_and(|a| self.pool.is_backing_off(*a))
-        });
-        order
+        // Nodes that recently failed to connect, were reported down or said they were shutting
+        // down go last, in order; their presence is a reason to learn the topology again.
+        let avoided: Vec<bool> = order
+            .iter()
+            .map(|id| {
+                routing
+                    .addrs
+                    .get(id)
+                    .is_some_and(|a| self.pool.is_backing_off(*a))
+            })
+            .collect();
+        if avoided.iter().any(|a| *a) {
+            self.maybe_refresh(true);
+        }
+        let mut ranked: Vec<(bool, NodeId)> = avoided.into_iter().zip(order).collect();
+        ranked.sort_by_key(|(avoid, _)| *avoid);
+        ranked.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Sends a request to the first coordinator that can be reached. Moves on to the next only

@@ -33,10 +33,10 @@ const CHANNEL_IN_FLIGHT: usize = 4096;
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest fail-fast period after repeated connect failures.
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// The reason a node gives when it closes its endpoint at shutdown. A peer that said it is
-/// shutting down is treated like one that failed to connect: calls fail fast (and callers try
-/// other nodes) for [`RECONNECT_BACKOFF_MAX`] instead of each waiting for a handshake to a port
-/// nobody listens on.
+/// The reason a node gives when it closes its endpoint at shutdown. Until a new connection to a
+/// peer that said so is made, [`Pool::is_backing_off`] reports it, so callers choosing between
+/// nodes try the others first instead of waiting for a handshake to a port nobody may listen
+/// on any more. A direct call still reconnects (the node may have restarted).
 pub const SHUTDOWN_REASON: &[u8] = b"shutting down";
 
 /// Transport failures (as opposed to error replies from the peer).
@@ -412,14 +412,6 @@ impl Pool {
             if !ch.is_closed() {
                 return Ok(ch.clone());
             }
-            if ch.peer_shut_down() {
-                *guard = None;
-                *lock(&slot.failed) = Some((Instant::now(), RECONNECT_BACKOFF_MAX));
-                return Err(TransportError::Connect {
-                    addr,
-                    reason: "the node is shutting down".into(),
-                });
-            }
         }
         // Callers queued behind a connect that just failed fail fast too, instead of each
         // waiting for its own handshake timeout.
@@ -457,10 +449,19 @@ impl Pool {
         *lock(&slot.failed) = Some((Instant::now(), RECONNECT_BACKOFF_MAX));
     }
 
-    /// Whether calls to `addr` currently fail fast after a failed connect.
+    /// Whether `addr` is best avoided: calls fail fast after a failed connect, or its last
+    /// connection was closed by the peer because it was shutting down (see [`SHUTDOWN_REASON`]).
     pub fn is_backing_off(&self, addr: SocketAddr) -> bool {
-        let slot = lock(&self.slots).get(&addr).cloned();
-        slot.is_some_and(|s| lock(&s.failed).is_some_and(|(at, backoff)| at.elapsed() < backoff))
+        let Some(slot) = lock(&self.slots).get(&addr).cloned() else {
+            return false;
+        };
+        if lock(&slot.failed).is_some_and(|(at, backoff)| at.elapsed() < backoff) {
+            return true;
+        }
+        // Busy: a connect or a call is using the slot right now; nothing known against it.
+        slot.channel
+            .try_lock()
+            .is_ok_and(|ch| ch.as_ref().is_some_and(|c| c.peer_shut_down()))
     }
 
     /// Ends the fail-fast period after a failed connect to `addr`: call it when the peer is

@@ -241,6 +241,20 @@ impl TreeSet {
         }
     }
 
+    /// Takes over from `old` the tree of every range both sets have (the same bounds: its
+    /// entries are the same keys), and returns the ranges whose trees stay empty (to be built
+    /// from storage). A ring change that moves a few ranges rebuilds only those.
+    pub fn adopt_from(&mut self, old: &TreeSet) -> Vec<TokenRange> {
+        let mut missing = Vec::new();
+        for tree in &mut self.trees {
+            match old.tree(&tree.range) {
+                Some(t) => *tree = t.clone(),
+                None => missing.push(tree.range),
+            }
+        }
+        missing
+    }
+
     /// The trees' ranges, ascending by end token.
     pub fn ranges(&self) -> impl Iterator<Item = &TokenRange> {
         self.trees.iter().map(|t| &t.range)
