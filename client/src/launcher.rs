@@ -339,12 +339,14 @@ impl LocalCluster {
         }
     }
 
-    /// Waits until the process is gone (reaping it when this value spawned it).
+    /// Waits until the process is gone (reaped, when this value spawned it: a child killed a
+    /// moment ago may look dead in /proc before it can be waited for, and an unreaped child
+    /// still counts as running for [`LocalCluster::pid`]).
     fn wait_exit(&self, id: NodeId, pid: i32, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             self.reap(id);
-            if !is_alive(pid) {
+            if !is_alive(pid) && !lock(&self.children).contains_key(&id) {
                 return true;
             }
             if Instant::now() >= deadline {

@@ -2,7 +2,8 @@
 //! would: a cluster grows from 3 to 5 nodes and shrinks back to 3 under QUORUM load without a
 //! failed request or a lost write; a killed node is replaced and the new node ends with all of
 //! its data; nodes started from a seed learn each other; a node restarted on a new address is
-//! recognised by its id.
+//! recognised by its id; a join's streaming resumes from its saved cursors after the joining node
+//! is killed, and goes on after a source is killed and restarted.
 
 mod common;
 
@@ -335,4 +336,159 @@ async fn seeded_nodes_learn_each_other_and_a_moved_node_is_known_by_its_id() {
     }
     let rec = fresh.inspect(3, b"moved").await.expect("inspect node 3");
     assert_eq!(rec.and_then(|r| r.value), Some(b"v".to_vec()));
+}
+
+/// Starts node 4 (not yet a ring member, so no peer watches it) and waits until it answers with
+/// the ring learned.
+async fn start_4(h: &common::harness::Harness) {
+    h.cluster.start_node(4).expect("start 4");
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = h.cluster.node_status(4).await;
+        if matches!(&status, Ok(s) if s.ring_epoch > 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "node 4 did not come back: {:?}\n{}",
+            status.map(|s| s.ring_epoch),
+            h.cluster.log_tail(4, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Node 4's stream progress for the transition in progress (or just ended), if it answers.
+async fn progress_of_4(h: &common::harness::Harness) -> Option<proto::membership::StreamProgress> {
+    h.cluster
+        .node_status(4)
+        .await
+        .ok()
+        .and_then(|s| s.streaming)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_resumes_after_the_joining_node_and_a_source_crash() {
+    let mut h = start("").await;
+    let dir = h.cluster.dir().root().to_path_buf();
+    let keys: Vec<String> = (0..20_000).map(|i| format!("s-{i}")).collect();
+    h.write_all(keys.iter().cloned(), Consistency::All).await;
+
+    // Node 4 starts and its join is staged; it is restarted with a slow stream (100 kB/s, pages
+    // of 200 records) so that it can be crashed in the middle, then the join is committed.
+    let (code, out) = cli(&dir, &["cluster", "add", "--no-commit"]).await;
+    assert_eq!(code, 0, "cluster add --no-commit failed: {out}");
+    h.cluster.reload();
+    h.cluster.stop_node(4, StopSignal::Term).expect("stop 4");
+    let config = h.cluster.dir().node_config(4);
+    let mut text = std::fs::read_to_string(&config).expect("node.toml");
+    text.push_str("\n[streaming]\nmax-bytes-per-sec = 100000\npage-records = 200\n");
+    std::fs::write(&config, text).expect("write node.toml");
+    start_4(&h).await;
+    let (code, _) = cli(&dir, &["cluster", "commit", "--no-wait"]).await;
+    assert_eq!(code, 0, "commit failed");
+
+    // Crash the joining node once it has received 15,000 records, and start it again.
+    let wait_records = |at_least: u64| {
+        let h = &h;
+        async move {
+            let until = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(p) = progress_of_4(h).await {
+                    if p.records >= at_least {
+                        return p;
+                    }
+                    assert!(!p.done, "streaming ended before {at_least} records: {p:?}");
+                }
+                assert!(Instant::now() < until, "streaming stalled");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let before_crash = wait_records(15_000).await;
+    h.cluster.stop_node(4, StopSignal::Kill).expect("kill 4");
+    start_4(&h).await;
+    // The first progress it reports is what it loaded from disk, before streaming again: the
+    // cursors saved (every second) before the crash. Starting over would report 0 records.
+    let until = Instant::now() + Duration::from_secs(10);
+    let resumed = loop {
+        if let Some(p) = progress_of_4(&h).await {
+            break p;
+        }
+        assert!(Instant::now() < until, "node 4 reports no stream progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("node 4 killed at {before_crash:?}; first progress after its restart: {resumed:?}");
+    // 100 kB/s of ~19-byte records is about 5,300 records/s: at most ~1.5 s of them are lost
+    // between the last save and the crash.
+    assert!(
+        resumed.records + 8_000 >= before_crash.records && resumed.parts_done > 0,
+        "the restarted node did not resume from its saved cursors: {resumed:?}"
+    );
+
+    // Crash a source (node 1) a little later, and start it again within source-wait-ms.
+    wait_records(resumed.records + 5_000).await;
+    h.cluster.stop_node(1, StopSignal::Kill).expect("kill 1");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.cluster.start_node(1).expect("start 1");
+    h.cluster
+        .wait_nodes_ready(&[1], Duration::from_secs(30))
+        .await
+        .expect("node 1 ready");
+
+    // The transition ends.
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = h
+            .cluster
+            .membership(MembershipOp::Show, Duration::from_secs(5))
+            .await;
+        if matches!(&v, Ok(v) if v.ring.transition.is_none()) {
+            break;
+        }
+        assert!(Instant::now() < until, "the transition did not end: {v:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Node 4 holds every key it owns in the new ring, by itself.
+    let cfg = h
+        .cluster
+        .client_config(Duration::from_secs(5))
+        .expect("client config");
+    let fresh = Client::connect(cfg).await.expect("connect");
+    let topology = fresh.topology();
+    let ring = ring::Ring::new(
+        topology.members.iter().map(|m| m.member.clone()).collect(),
+        topology.strategy.clone(),
+    )
+    .expect("ring");
+    let mut owned = 0u64;
+    for key in &keys {
+        if !ring.replicas_for_key(key.as_bytes()).contains(&4) {
+            continue;
+        }
+        owned += 1;
+        let record = fresh
+            .inspect(4, key.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("inspect {key} on node 4: {e}"));
+        assert_eq!(
+            record.and_then(|r| r.value),
+            Some(value_of(key)),
+            "node 4 lacks {key}"
+        );
+    }
+    assert!(owned > 10_000, "node 4 owns only {owned} keys");
+
+    // Every part ended, none skipped (node 1 came back within source-wait-ms), and the count
+    // (saved with the cursors) covers every owned key from each of the 3 replicas.
+    let last = progress_of_4(&h).await.expect("final progress");
+    eprintln!("node 4 owns {owned} keys; final stream progress {last:?}");
+    assert!(last.done && last.parts_skipped == 0, "{last:?}");
+    assert!(
+        last.records >= 3 * owned,
+        "records missing: {} < {}",
+        last.records,
+        3 * owned
+    );
 }
