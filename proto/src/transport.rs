@@ -199,10 +199,13 @@ impl Channel {
 
     /// Whether the peer closed the connection because it is shutting down.
     pub fn peer_shut_down(&self) -> bool {
-        matches!(
-            self.conn.close_reason(),
-            Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.reason.as_ref() == SHUTDOWN_REASON
-        )
+        // The flag first: it is set when the connection is lost, and reading it takes no lock
+        // (this is asked on the client's hot path).
+        self.closed.load(Ordering::Relaxed)
+            && matches!(
+                self.conn.close_reason(),
+                Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.reason.as_ref() == SHUTDOWN_REASON
+            )
     }
 
     /// The peer's address.
