@@ -1,7 +1,7 @@
 //! The CI suite: set workload on a real 5-node cluster (one network namespace per node) under
 //! partition-one, kill and pause at QUORUM, and partition-halves at ALL, and the register at
 //! LINEARIZABLE with a random coordinator per operation under partition-halves, and the set at
-//! QUORUM while the ring grows from 3 to 5 nodes and shrinks back to 3 (membership). Every
+//! QUORUM and at ALL while the ring grows from 3 to 5 nodes and shrinks back to 3 (membership). Every
 //! acknowledged write must survive, the LINEARIZABLE history must be linearizable, every
 //! replica must converge after the heal and a repair round, and under membership every request
 //! must be served.

@@ -40,6 +40,8 @@ use tracing::{debug, info, warn};
 
 /// Metadata key of the persisted ring state.
 const RING_META_KEY: &str = "ring-state";
+/// How long a commit waits for the nodes it brings in to be seen up.
+const NEWCOMER_WAIT: Duration = Duration::from_secs(10);
 /// How often each node exchanges full state with one random known node.
 const GOSSIP_EVERY: Duration = Duration::from_secs(1);
 /// How often the transition driver looks at the state (it is also woken by every change).
@@ -1114,6 +1116,33 @@ impl Node {
             .ok_or_else(|| format!("the node at {addr} did not report itself"))
     }
 
+    /// Before a commit: waits until this node's failure detector sees every staged newcomer up
+    /// (from the commit on, writes need it in the next ring, at ALL for example). Bounded by
+    /// [`NEWCOMER_WAIT`]; a newcomer still not up then refuses the commit.
+    async fn wait_newcomers_up(&self) -> Result<(), String> {
+        let until = Instant::now() + NEWCOMER_WAIT;
+        loop {
+            let down: Vec<NodeId> = self
+                .members
+                .state()
+                .staged_newcomers()
+                .into_iter()
+                .filter(|id| !self.detector.is_up(*id))
+                .collect();
+            if down.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(format!(
+                    "node(s) {down:?} staged to join are not up as node {} sees them after {} s; not committing (check that they run and are reachable)",
+                    self.id,
+                    NEWCOMER_WAIT.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Serves an admin membership operation.
     pub(crate) async fn membership_op(self: &Arc<Self>, op: MembershipOp) -> Response {
         let result: Result<(), String> = match op {
@@ -1194,40 +1223,43 @@ impl Node {
                     }
                 }
             }
-            MembershipOp::Commit => self
-                .propose(|s| {
-                    if let Some(t) = &s.transition {
-                        return Err(format!(
+            MembershipOp::Commit => match self.wait_newcomers_up().await {
+                Err(e) => Err(e),
+                Ok(()) => self
+                    .propose(|s| {
+                        if let Some(t) = &s.transition {
+                            return Err(format!(
                             "transition {} is still in progress ({:?}); commit again when it ends",
                             t.id, t.phase
                         ));
-                    }
-                    if s.staged.is_empty() {
-                        return Err("nothing is staged".into());
-                    }
-                    let next = apply_changes(&s.members, &s.staged)?;
-                    let valid = |m: &[MemberInfo]| {
-                        ring_of(m, &s.strategy)
-                            .map_err(|e| format!("the resulting ring is not valid: {e}"))
-                    };
-                    let current = valid(&s.members)?;
-                    let next_ring = valid(&next)?;
-                    let pending: Vec<NodeId> = next_ring
-                        .members()
-                        .iter()
-                        .map(|m| m.id)
-                        .filter(|id| !gained_ranges(&current, &next_ring, *id).is_empty())
-                        .collect();
-                    s.transition = Some(Transition {
-                        id: s.epoch + 1,
-                        changes: std::mem::take(&mut s.staged),
-                        next,
-                        phase: Phase::Streaming,
-                        pending,
-                    });
-                    Ok(())
-                })
-                .map(|_| ()),
+                        }
+                        if s.staged.is_empty() {
+                            return Err("nothing is staged".into());
+                        }
+                        let next = apply_changes(&s.members, &s.staged)?;
+                        let valid = |m: &[MemberInfo]| {
+                            ring_of(m, &s.strategy)
+                                .map_err(|e| format!("the resulting ring is not valid: {e}"))
+                        };
+                        let current = valid(&s.members)?;
+                        let next_ring = valid(&next)?;
+                        let pending: Vec<NodeId> = next_ring
+                            .members()
+                            .iter()
+                            .map(|m| m.id)
+                            .filter(|id| !gained_ranges(&current, &next_ring, *id).is_empty())
+                            .collect();
+                        s.transition = Some(Transition {
+                            id: s.epoch + 1,
+                            changes: std::mem::take(&mut s.staged),
+                            next,
+                            phase: Phase::Streaming,
+                            pending,
+                        });
+                        Ok(())
+                    })
+                    .map(|_| ()),
+            },
         };
         match result {
             Ok(()) => Response::Membership(Box::new(self.membership_view())),

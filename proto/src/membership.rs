@@ -54,13 +54,29 @@ impl RingState {
             .find(|m| m.member.id == id)
     }
 
-    /// Ids of the current and next rings' members, sorted, distinct.
+    /// Ids of the nodes staged to enter the ring (joining, or replacing a dead member).
+    pub fn staged_newcomers(&self) -> Vec<NodeId> {
+        self.staged
+            .iter()
+            .filter_map(|c| match c {
+                Change::Join { member } | Change::Replace { with: member, .. } => {
+                    Some(member.member.id)
+                }
+                Change::Leave { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Ids of the current and next rings' members and of the nodes staged to join, sorted,
+    /// distinct: the nodes to heartbeat (a staged newcomer is watched before the commit, so
+    /// every node sees it up when writes start to need it).
     pub fn all_ids(&self) -> Vec<NodeId> {
         let mut ids: Vec<NodeId> = self
             .members
             .iter()
             .chain(self.transition.iter().flat_map(|t| t.next.iter()))
             .map(|m| m.member.id)
+            .chain(self.staged_newcomers())
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -197,4 +213,45 @@ pub struct MembershipView {
     pub endpoints: Vec<(EndpointState, bool)>,
     /// What the staged changes (or, during a transition, the committed ones) move.
     pub movements: Vec<Movement>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: NodeId) -> MemberInfo {
+        MemberInfo {
+            member: Member {
+                id,
+                datacenter: "dc1".into(),
+                rack: "rack1".into(),
+                tokens: vec![u64::from(id) * 1000],
+            },
+            addr: format!("127.0.0.1:{}", 7000 + id),
+        }
+    }
+
+    #[test]
+    fn staged_newcomers_are_watched_before_the_commit() {
+        let state = RingState {
+            cluster: "c".into(),
+            epoch: 4,
+            author: 1,
+            strategy: Strategy::Simple { rf: 3 },
+            members: vec![info(1), info(2), info(3)],
+            staged: vec![
+                Change::Join { member: info(4) },
+                Change::Leave { node: 2 },
+                Change::Replace {
+                    dead: 3,
+                    with: info(5),
+                },
+            ],
+            transition: None,
+        };
+        assert_eq!(state.staged_newcomers(), vec![4, 5]);
+        assert_eq!(state.all_ids(), vec![1, 2, 3, 4, 5]);
+        // Staged newcomers are not members yet.
+        assert!(state.member(4).is_none());
+    }
 }
