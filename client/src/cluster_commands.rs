@@ -441,7 +441,7 @@ fn human_duration(secs: u64) -> String {
 }
 
 /// Longest one membership request may take (a join or replace first reaches the new node).
-const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn change_text(c: &Change) -> String {
     match c {

@@ -492,3 +492,77 @@ async fn streaming_resumes_after_the_joining_node_and_a_source_crash() {
         3 * owned
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_sent_to_different_nodes_are_all_staged() {
+    let mut h = start("").await;
+    // Two nodes started from the seeds, nothing staged for them yet.
+    let a = h.cluster.add_node().expect("add node");
+    let b = h.cluster.add_node().expect("add node");
+    h.cluster.start_node(a.id).expect("start a");
+    h.cluster.start_node(b.id).expect("start b");
+    let tls = h
+        .cluster
+        .dir()
+        .client_tls(h.cluster.file())
+        .expect("client tls");
+    let pool = proto::transport::Pool::new(
+        proto::transport::client_endpoint(&tls).expect("endpoint"),
+        Duration::from_secs(1),
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    for e in [&a, &b] {
+        while !matches!(h.cluster.node_status(e.id).await, Ok(s) if s.ring_epoch > 0) {
+            assert!(
+                Instant::now() < until,
+                "node {} did not learn the ring",
+                e.id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Three changes at the same moment, each sent to a different node. Proposed where they
+    // arrived, they would make three states of the same epoch, and only one would survive.
+    let addr = |id: u32| h.cluster.address(id).expect("address");
+    let ops = [
+        (
+            1,
+            MembershipOp::Join {
+                addr: a.address.to_string(),
+            },
+        ),
+        (
+            2,
+            MembershipOp::Join {
+                addr: b.address.to_string(),
+            },
+        ),
+        (3, MembershipOp::Leave { node: 1 }),
+    ];
+    let results =
+        futures::future::join_all(ops.iter().map(|(via, op)| {
+            membership_at(&pool, addr(*via), op.clone(), Duration::from_secs(20))
+        }))
+        .await;
+    for (r, (via, op)) in results.iter().zip(&ops) {
+        assert!(r.is_ok(), "{op:?} via node {via}: {r:?}");
+    }
+    // Every node ends up with all three staged.
+    let until = Instant::now() + Duration::from_secs(10);
+    for via in [1, 2, 3] {
+        loop {
+            let v = membership_at(&pool, addr(via), MembershipOp::Show, Duration::from_secs(2))
+                .await
+                .expect("show");
+            if v.ring.staged.len() == 3 {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "node {via} has staged only {:?}",
+                v.ring.staged
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -39,7 +39,7 @@ const LEARN_RING_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one committed change may take to end (streaming included) before the run fails.
 const TRANSITION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Budget of one membership request.
-const MEMBERSHIP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const MEMBERSHIP_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Attempts of one staging request (a node may still be learning the spare's address).
 const STAGE_ATTEMPTS: usize = 20;
 /// Between polls of a transition and between staging attempts.

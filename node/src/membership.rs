@@ -163,6 +163,9 @@ pub struct Membership {
     tree_ranges: Mutex<Vec<TokenRange>>,
     /// Long-lived tasks started after start-up (hint replay, streaming), ended at shutdown.
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Held while this node serves a membership change, so the changes it serves apply one
+    /// after another (each to the state the previous one made).
+    admin: tokio::sync::Mutex<()>,
 }
 
 /// One stream: a gained range `(start, end)` from one source.
@@ -210,6 +213,7 @@ impl Membership {
             hint_tasks: Mutex::default(),
             tree_ranges: Mutex::default(),
             background: Mutex::default(),
+            admin: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -1144,7 +1148,52 @@ impl Node {
     }
 
     /// Serves an admin membership operation.
+    /// The node that serves membership changes: the lowest-id member of the current ring this
+    /// node sees up (itself included), as Riak's claimant. Changes sent to any node are
+    /// forwarded there, so two administrators' changes apply one after the other instead of
+    /// two proposals of the same epoch of which one would be lost.
+    fn admin_node(&self) -> NodeId {
+        self.members
+            .state()
+            .members
+            .iter()
+            .map(|m| m.member.id)
+            .filter(|id| self.detector.is_up(*id))
+            .min()
+            .unwrap_or(self.id)
+    }
+
+    /// Serves a membership operation sent by a client: `Show` here; a change at the admin node
+    /// (see [`Node::admin_node`]), forwarded when that is another node. A forward that cannot
+    /// reach it is served here.
+    pub(crate) async fn membership_from_client(
+        self: &Arc<Self>,
+        op: MembershipOp,
+        deadline: Instant,
+    ) -> Response {
+        let admin = self.admin_node();
+        if matches!(op, MembershipOp::Show) || admin == self.id {
+            return self.membership_op(op).await;
+        }
+        match self
+            .call_peer(admin, Request::Membership(op.clone()), deadline)
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => {
+                warn!(admin, error = %e, "cannot forward a membership change to the admin node; serving it here");
+                self.membership_op(op).await
+            }
+        }
+    }
+
+    /// Serves a membership operation here, one change at a time.
     pub(crate) async fn membership_op(self: &Arc<Self>, op: MembershipOp) -> Response {
+        let _one_at_a_time = if matches!(op, MembershipOp::Show) {
+            None
+        } else {
+            Some(self.members.admin.lock().await)
+        };
         let result: Result<(), String> = match op {
             MembershipOp::Show => Ok(()),
             MembershipOp::Clear => self

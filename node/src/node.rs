@@ -408,12 +408,20 @@ struct NodeService(Arc<Node>);
 impl Service for NodeService {
     fn handle(
         &self,
-        _caller: Caller,
+        caller: Caller,
         request: Request,
         deadline: Instant,
     ) -> BoxFuture<'static, Response> {
         // The transport already refused replica requests from non-node certificates.
-        Box::pin(self.0.clone().handle(request, deadline))
+        match request {
+            // An administrator's change goes to the admin node; one a node forwarded is served
+            // where it arrives (so a forward never travels twice).
+            Request::Membership(op) if caller.role != proto::tls::Role::Node => {
+                let node = self.0.clone();
+                Box::pin(async move { node.membership_from_client(op, deadline).await })
+            }
+            request => Box::pin(self.0.clone().handle(request, deadline)),
+        }
     }
 }
 
