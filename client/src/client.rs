@@ -24,9 +24,11 @@ use proto::message::{NodeStatus, OpId, ReadOpts, Receipt, RepairReport, Topology
 use proto::tls::TlsMaterial;
 use proto::transport::{client_endpoint, Pool, TransportError};
 use proto::{Consistency, Request, Response, Version};
+use rand::seq::SliceRandom;
 use ring::{NodeId, Ring};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -121,8 +123,19 @@ pub struct Client {
     routing: Arc<RwLock<Arc<Routing>>>,
     /// When the last topology refresh started.
     refreshed: Arc<Mutex<Instant>>,
+    /// Whether a refresh is running (one at a time).
+    refreshing: Arc<AtomicBool>,
     cfg: ClientConfig,
     session: Option<Mutex<Session>>,
+}
+
+/// Clears the "refresh running" flag when the refresh task ends (or is dropped).
+struct RefreshRunning(Arc<AtomicBool>);
+
+impl Drop for RefreshRunning {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// A topology a node sent, with its ring and lookups.
@@ -197,6 +210,7 @@ impl Client {
             pool: Arc::new(pool),
             routing: Arc::new(RwLock::new(Arc::new(routing))),
             refreshed: Arc::new(Mutex::new(Instant::now())),
+            refreshing: Arc::new(AtomicBool::new(false)),
             cfg,
             session,
         })
@@ -225,18 +239,22 @@ impl Client {
             } else {
                 TOPOLOGY_REFRESH_INTERVAL
             };
-            if last.elapsed() < due {
+            if last.elapsed() < due || self.refreshing.swap(true, Ordering::AcqRel) {
                 return;
             }
             *last = Instant::now();
         }
         let pool = Arc::clone(&self.pool);
         let routing = Arc::clone(&self.routing);
+        let running = RefreshRunning(Arc::clone(&self.refreshing));
         let current = self.routing();
         handle.spawn(async move {
-            // Members not backing off first; a few asked at most, one after another.
+            let _running = running;
+            // Members not avoided first, in random order (an answer from one node that is cut
+            // off from the others must not decide for good); a few asked, one after another.
             let mut asked: Vec<SocketAddr> = current.addrs.values().copied().collect();
-            asked.sort_by_key(|a| (pool.is_backing_off(*a), *a));
+            asked.shuffle(&mut rand::thread_rng());
+            asked.sort_by_key(|a| pool.is_backing_off(*a));
             for addr in asked.into_iter().take(TOPOLOGY_REFRESH_TRIES) {
                 let Ok(Response::Topology(t)) = pool
                     .call(addr, Request::Topology, TOPOLOGY_REQUEST_TIMEOUT)
@@ -247,9 +265,14 @@ impl Client {
                 if t.cluster != current.topology.cluster {
                     continue;
                 }
+                // The answering node's `live` list is not applied: it is one node's view, and
+                // a node cut off from the rest would make the client avoid every other one.
                 if let Ok(next) = Routing::new(*t) {
-                    next.mark_down(&pool);
-                    *routing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                    let mut r = routing.write().unwrap_or_else(|p| p.into_inner());
+                    // Never an older ring than the one in use (a lagging node's answer).
+                    if next.topology.epoch >= r.topology.epoch {
+                        *r = Arc::new(next);
+                    }
                     return;
                 }
             }

@@ -471,6 +471,11 @@ async fn commit_step(c: &Cluster, step: Step) -> Result<u64, HarnessError> {
             .await
         {
             Ok(_) => break,
+            // An earlier attempt that reported an error was applied after all.
+            Err(e) if e.to_string().contains("already") => {
+                debug!(?step, error = %e, "already staged");
+                break;
+            }
             Err(e) if attempt >= STAGE_ATTEMPTS => {
                 return Err(fail(format!("staging {step:?} failed: {e}")))
             }
@@ -504,7 +509,8 @@ async fn wait_transition(c: &Cluster, id: u64) -> Result<(), HarnessError> {
                 .membership(addr, MembershipOp::Show, MEMBERSHIP_REQUEST_TIMEOUT)
                 .await
             {
-                if v.ring.transition.is_none_or(|t| t.id != id) {
+                // A member that has not yet seen the commit (epoch below it) proves nothing.
+                if v.ring.epoch >= id && v.ring.transition.is_none_or(|t| t.id != id) {
                     return Ok(());
                 }
                 break;

@@ -464,6 +464,7 @@ impl Node {
         }
         let ranges: Vec<TokenRange> = self.my_read_ranges();
         let engine = self.store.engine().clone();
+        let rebuilds = self.store.rebuilds_started();
         let purged = tokio::task::spawn_blocking(move || {
             let mut all = Vec::new();
             for r in ranges {
@@ -483,6 +484,19 @@ impl Node {
             return;
         }
         let mut trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
+        if self.store.rebuilding_trees() || self.store.rebuilds_started() != rebuilds {
+            // A rebuild started during the purge: it may have taken over or scanned some of
+            // the purged tombstones, and taking them out here would miss its trees (or take
+            // out an entry twice). Rebuild from storage, which no longer holds them.
+            drop(trees);
+            let ranges = self.my_read_ranges();
+            tracing::warn!(
+                purged = purged.len(),
+                "tree rebuild started during a tombstone purge; rebuilding from storage"
+            );
+            self.store.rebuild_trees_from_storage(ranges);
+            return;
+        }
         for (key, version) in &purged {
             trees.update(key, Some(*version), None);
         }

@@ -34,8 +34,12 @@ enum Job {
     /// Apply one write.
     Write { write: Write, done: WriteReply },
     /// Replace the Merkle trees by trees of these ranges, built from storage a page at a time
-    /// between write batches.
-    Rebuild { ranges: Vec<TokenRange> },
+    /// between write batches; with `adopt`, the trees of ranges the current set has are taken
+    /// over instead of scanned.
+    Rebuild {
+        ranges: Vec<TokenRange>,
+        adopt: bool,
+    },
 }
 
 /// Records scanned per rebuild step (one step runs between two write batches).
@@ -149,6 +153,7 @@ pub struct LocalStore {
     /// Counters.
     pub stats: Arc<StoreStats>,
     rebuilding: Arc<std::sync::atomic::AtomicBool>,
+    rebuilds: Arc<AtomicU64>,
 }
 
 /// A local storage operation failed.
@@ -213,6 +218,7 @@ impl LocalStore {
                 reads,
                 stats,
                 rebuilding,
+                rebuilds: Arc::new(AtomicU64::new(0)),
             },
             handle,
         ))
@@ -227,11 +233,28 @@ impl LocalStore {
     /// batches; the new trees replace the old ones when done. A later call replaces a rebuild
     /// in progress.
     pub fn rebuild_trees(&self, ranges: Vec<TokenRange>) {
+        self.start_rebuild(ranges, true);
+    }
+
+    /// Like [`LocalStore::rebuild_trees`], but every range is scanned from storage (nothing is
+    /// taken over): after trees may have missed a change made outside the writer thread.
+    pub fn rebuild_trees_from_storage(&self, ranges: Vec<TokenRange>) {
+        self.start_rebuild(ranges, false);
+    }
+
+    fn start_rebuild(&self, ranges: Vec<TokenRange>, adopt: bool) {
         self.rebuilding.store(true, Ordering::Release);
+        self.rebuilds.fetch_add(1, Ordering::AcqRel);
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let _ = tx.send(Job::Rebuild { ranges }).await;
+            let _ = tx.send(Job::Rebuild { ranges, adopt }).await;
         });
+    }
+
+    /// How many rebuilds were started so far (a caller compares it before and after work done
+    /// outside the writer thread to learn whether a rebuild started meanwhile).
+    pub fn rebuilds_started(&self) -> u64 {
+        self.rebuilds.load(Ordering::Acquire)
     }
 
     /// Whether a Merkle tree rebuild is in progress (anti-entropy waits for it).
@@ -358,9 +381,14 @@ fn writer(
                     writes.push(write);
                     dones.push(done);
                 }
-                Job::Rebuild { ranges } => {
+                Job::Rebuild { ranges, adopt } => {
                     let current = trees.lock().unwrap_or_else(|p| p.into_inner());
-                    rebuilding = Some(Rebuilding::new(ranges, &current));
+                    let from = if adopt {
+                        &*current
+                    } else {
+                        &TreeSet::default()
+                    };
+                    rebuilding = Some(Rebuilding::new(ranges, from));
                 }
             }
         }

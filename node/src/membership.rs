@@ -1164,8 +1164,9 @@ impl Node {
     }
 
     /// Serves a membership operation sent by a client: `Show` here; a change at the admin node
-    /// (see [`Node::admin_node`]), forwarded when that is another node. A forward that cannot
-    /// reach it is served here.
+    /// (see [`Node::admin_node`]), forwarded when that is another node. A forward that fails is
+    /// reported, not served here: it may have been applied there (a timeout), and serving it
+    /// here too would race the admin node.
     pub(crate) async fn membership_from_client(
         self: &Arc<Self>,
         op: MembershipOp,
@@ -1180,10 +1181,12 @@ impl Node {
             .await
         {
             Ok(resp) => resp,
-            Err(e) => {
-                warn!(admin, error = %e, "cannot forward a membership change to the admin node; serving it here");
-                self.membership_op(op).await
-            }
+            Err(e) => Response::Error(ErrorReply::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the admin node {admin} did not answer ({e}); the change may or may not have been made there: `ringkv cluster plan` shows, then try again"
+                ),
+            )),
         }
     }
 

@@ -180,6 +180,7 @@ impl Node {
                     members,
                     strategy: st.strategy,
                     live,
+                    epoch: st.epoch,
                 }))
             }
             Request::Status => Response::Status(Box::new(self.status())),

@@ -378,6 +378,9 @@ pub struct Topology {
     /// Members the answering node's failure detector saw up when it answered (itself
     /// included): clients try these first as coordinators.
     pub live: Vec<NodeId>,
+    /// The answering node's ring epoch: a client replaces its topology only by one at least as
+    /// recent.
+    pub epoch: u64,
 }
 
 /// What one node knows about one peer.

@@ -33,10 +33,11 @@ const CHANNEL_IN_FLIGHT: usize = 4096;
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest fail-fast period after repeated connect failures.
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// The reason a node gives when it closes its endpoint at shutdown. Until a new connection to a
-/// peer that said so is made, [`Pool::is_backing_off`] reports it, so callers choosing between
-/// nodes try the others first instead of waiting for a handshake to a port nobody may listen
-/// on any more. A direct call still reconnects (the node may have restarted).
+/// The reason a node gives when it closes its endpoint at shutdown. For
+/// [`RECONNECT_BACKOFF_MAX`] after a peer was seen saying so (and until a new connection to it
+/// is made), [`Pool::is_backing_off`] reports it, so callers choosing between nodes try the
+/// others first instead of waiting for a handshake to a port nobody may listen on any more. A
+/// direct call still reconnects (the node may have restarted).
 pub const SHUTDOWN_REASON: &[u8] = b"shutting down";
 
 /// Transport failures (as opposed to error replies from the peer).
@@ -381,6 +382,19 @@ struct Slot {
     channel: tokio::sync::Mutex<Option<Arc<Channel>>>,
     /// When the last connect failed, and how long to fail fast after it.
     failed: Mutex<Option<(Instant, Duration)>>,
+    /// When the peer was last seen closing its connection because it was shutting down
+    /// (cleared by a successful connect). Callers choosing between nodes avoid it for
+    /// [`RECONNECT_BACKOFF_MAX`] after that; direct calls still reconnect.
+    shut_down: Mutex<Option<Instant>>,
+}
+
+impl Slot {
+    /// Notes that `ch`'s peer closed it because it was shutting down, if it did.
+    fn note_shut_down(&self, ch: &Channel) {
+        if ch.peer_shut_down() {
+            *lock(&self.shut_down) = Some(Instant::now());
+        }
+    }
 }
 
 impl Pool {
@@ -415,6 +429,7 @@ impl Pool {
             if !ch.is_closed() {
                 return Ok(ch.clone());
             }
+            slot.note_shut_down(ch);
         }
         // Callers queued behind a connect that just failed fail fast too, instead of each
         // waiting for its own handshake timeout.
@@ -431,6 +446,7 @@ impl Pool {
                 let ch = Arc::new(ch);
                 *guard = Some(ch.clone());
                 *lock(&slot.failed) = None;
+                *lock(&slot.shut_down) = None;
                 Ok(ch)
             }
             Err(e) => {
@@ -461,10 +477,15 @@ impl Pool {
         if lock(&slot.failed).is_some_and(|(at, backoff)| at.elapsed() < backoff) {
             return true;
         }
-        // Busy: a connect or a call is using the slot right now; nothing known against it.
-        slot.channel
-            .try_lock()
-            .is_ok_and(|ch| ch.as_ref().is_some_and(|c| c.peer_shut_down()))
+        // A channel still in the slot whose peer said it is shutting down (busy slot: a
+        // connect or a call is using it; the note below covers that case).
+        if let Ok(ch) = slot.channel.try_lock() {
+            if let Some(c) = ch.as_ref() {
+                slot.note_shut_down(c);
+            }
+        }
+        let shut_down = *lock(&slot.shut_down);
+        shut_down.is_some_and(|at| at.elapsed() < RECONNECT_BACKOFF_MAX)
     }
 
     /// Ends the fail-fast period after a failed connect to `addr`: call it when the peer is
@@ -481,6 +502,7 @@ impl Pool {
         let slot = lock(&self.slots).get(&addr).cloned();
         if let Some(slot) = slot {
             if let Some(ch) = slot.channel.lock().await.take() {
+                slot.note_shut_down(&ch);
                 ch.conn.close(0u32.into(), b"reset");
             }
         }
