@@ -220,19 +220,8 @@ async fn seeded_nodes_learn_each_other_and_a_moved_node_is_known_by_its_id() {
     // Two nodes started from the seeds, not joined: within seconds each knows the other's
     // address and runs the cluster's ring.
     let started = Instant::now();
-    let a = h.cluster.add_node().expect("add node");
-    let b = h.cluster.add_node().expect("add node");
-    h.cluster.start_node(a.id).expect("start a");
-    h.cluster.start_node(b.id).expect("start b");
-    let tls = h
-        .cluster
-        .dir()
-        .client_tls(h.cluster.file())
-        .expect("client tls");
-    let pool = proto::transport::Pool::new(
-        proto::transport::client_endpoint(&tls).expect("endpoint"),
-        Duration::from_secs(1),
-    );
+    let (a, b) = start_two_seeded(&mut h);
+    let pool = admin_pool(&h);
     let ring_epoch = membership_at(
         &pool,
         h.cluster.address(1).unwrap(),
@@ -336,6 +325,34 @@ async fn seeded_nodes_learn_each_other_and_a_moved_node_is_known_by_its_id() {
     }
     let rec = fresh.inspect(3, b"moved").await.expect("inspect node 3");
     assert_eq!(rec.and_then(|r| r.value), Some(b"v".to_vec()));
+}
+
+/// Adds two nodes to the cluster files and starts them: they learn the ring from the running
+/// nodes as seeds; nothing is staged for them.
+fn start_two_seeded(
+    h: &mut common::harness::Harness,
+) -> (
+    client::cluster_dir::NodeEntry,
+    client::cluster_dir::NodeEntry,
+) {
+    let a = h.cluster.add_node().expect("add node");
+    let b = h.cluster.add_node().expect("add node");
+    h.cluster.start_node(a.id).expect("start a");
+    h.cluster.start_node(b.id).expect("start b");
+    (a, b)
+}
+
+/// A connection pool with the cluster's client certificate, for requests to single nodes.
+fn admin_pool(h: &common::harness::Harness) -> proto::transport::Pool {
+    let tls = h
+        .cluster
+        .dir()
+        .client_tls(h.cluster.file())
+        .expect("client tls");
+    proto::transport::Pool::new(
+        proto::transport::client_endpoint(&tls).expect("endpoint"),
+        Duration::from_secs(1),
+    )
 }
 
 /// Starts node 4 (not yet a ring member, so no peer watches it) and waits until it answers with
@@ -497,19 +514,8 @@ async fn streaming_resumes_after_the_joining_node_and_a_source_crash() {
 async fn concurrent_changes_sent_to_different_nodes_are_all_staged() {
     let mut h = start("").await;
     // Two nodes started from the seeds, nothing staged for them yet.
-    let a = h.cluster.add_node().expect("add node");
-    let b = h.cluster.add_node().expect("add node");
-    h.cluster.start_node(a.id).expect("start a");
-    h.cluster.start_node(b.id).expect("start b");
-    let tls = h
-        .cluster
-        .dir()
-        .client_tls(h.cluster.file())
-        .expect("client tls");
-    let pool = proto::transport::Pool::new(
-        proto::transport::client_endpoint(&tls).expect("endpoint"),
-        Duration::from_secs(1),
-    );
+    let (a, b) = start_two_seeded(&mut h);
+    let pool = admin_pool(&h);
     let until = Instant::now() + Duration::from_secs(30);
     for e in [&a, &b] {
         while !matches!(h.cluster.node_status(e.id).await, Ok(s) if s.ring_epoch > 0) {

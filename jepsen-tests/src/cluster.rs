@@ -645,17 +645,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn node_toml_adds_test_settings_to_the_launcher_schema() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = ClusterDir::new(tmp.path()).expect("dir");
-        let file = dir
+    /// The description of a new `nodes`-node cluster (its directory lives as long as `tmp`).
+    fn created(tmp: &tempfile::TempDir, nodes: usize) -> ClusterFile {
+        ClusterDir::new(tmp.path())
+            .expect("dir")
             .create(&CreateOptions {
-                nodes: 3,
+                nodes,
                 base_port: 0,
                 ..CreateOptions::default()
             })
-            .expect("create");
+            .expect("create")
+    }
+
+    #[test]
+    fn node_toml_adds_test_settings_to_the_launcher_schema() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = created(&tmp, 3);
         let text = node_toml(&file, 2, Vec::new()).expect("toml");
         let value: toml::Table = toml::from_str(&text).expect("parses");
         assert_eq!(value["node-id"].as_integer(), Some(2));
@@ -673,14 +678,7 @@ mod tests {
     #[test]
     fn a_spare_lists_itself_only_and_learns_the_ring_from_seeds() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = ClusterDir::new(tmp.path()).expect("dir");
-        let file = dir
-            .create(&CreateOptions {
-                nodes: 5,
-                base_port: 0,
-                ..CreateOptions::default()
-            })
-            .expect("create");
+        let file = created(&tmp, 5);
         let seeds = vec![file.nodes[0].address, file.nodes[1].address];
         let text = node_toml(&file, 5, seeds.clone()).expect("toml");
         let value: toml::Table = toml::from_str(&text).expect("parses");
