@@ -224,6 +224,8 @@ pub enum ClusterCommand {
     /// Drop every staged change.
     Clear,
     /// Commit the staged changes, then follow the transition (streaming progress) until it ends.
+    /// The commit is served by the admin node (the lowest-id member seen up) and waits up to
+    /// 10 s until it sees every node staged to join up; it is refused otherwise.
     Commit(CommitArgs),
     /// Start one more local node and join it (or, with --replace, replace a dead node with it),
     /// then commit and follow the transition until it ends.

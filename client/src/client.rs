@@ -28,7 +28,7 @@ use rand::seq::SliceRandom;
 use ring::{NodeId, Ring};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -122,7 +122,11 @@ pub struct Client {
     /// What requests are routed by; replaced whole by a refresh.
     routing: Arc<RwLock<Arc<Routing>>>,
     /// When the last topology refresh started.
-    refreshed: Arc<Mutex<Instant>>,
+    /// When the client connected: the origin of `refreshed_ms`.
+    connected: Instant,
+    /// Milliseconds after `connected` at which the last topology refresh started (an atomic:
+    /// it is read on every request).
+    refreshed_ms: AtomicU64,
     /// Whether a refresh is running (one at a time).
     refreshing: Arc<AtomicBool>,
     cfg: ClientConfig,
@@ -209,7 +213,8 @@ impl Client {
         Ok(Client {
             pool: Arc::new(pool),
             routing: Arc::new(RwLock::new(Arc::new(routing))),
-            refreshed: Arc::new(Mutex::new(Instant::now())),
+            connected: Instant::now(),
+            refreshed_ms: AtomicU64::new(0),
             refreshing: Arc::new(AtomicBool::new(false)),
             cfg,
             session,
@@ -229,21 +234,23 @@ impl Client {
     /// be reached) and the last one is [`TOPOLOGY_RETRY_INTERVAL`] old, or when it is
     /// [`TOPOLOGY_REFRESH_INTERVAL`] old. Outside a Tokio runtime it does nothing.
     fn maybe_refresh(&self, unreachable: bool) {
+        let due = if unreachable {
+            TOPOLOGY_RETRY_INTERVAL
+        } else {
+            TOPOLOGY_REFRESH_INTERVAL
+        };
+        let now_ms = self.connected.elapsed().as_millis() as u64;
+        let age_ms = now_ms.saturating_sub(self.refreshed_ms.load(Ordering::Relaxed));
+        if age_ms < due.as_millis() as u64 {
+            return;
+        }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        {
-            let mut last = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
-            let due = if unreachable {
-                TOPOLOGY_RETRY_INTERVAL
-            } else {
-                TOPOLOGY_REFRESH_INTERVAL
-            };
-            if last.elapsed() < due || self.refreshing.swap(true, Ordering::AcqRel) {
-                return;
-            }
-            *last = Instant::now();
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
         }
+        self.refreshed_ms.store(now_ms, Ordering::Relaxed);
         let pool = Arc::clone(&self.pool);
         let routing = Arc::clone(&self.routing);
         let running = RefreshRunning(Arc::clone(&self.refreshing));

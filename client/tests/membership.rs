@@ -197,15 +197,7 @@ async fn a_replacement_ends_with_all_data_of_the_dead_node() {
     let fresh = Client::connect(cfg).await.expect("connect");
     // Node 4 holds, by itself, every key node 3 held (RF 3 of 3: all of them).
     for key in &keys {
-        let record = fresh
-            .inspect(4, key.as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("inspect {key} on node 4: {e}"));
-        assert_eq!(
-            record.and_then(|r| r.value),
-            Some(value_of(key)),
-            "node 4 lacks {key}"
-        );
+        assert_holds(&fresh, 4, key).await;
     }
     // And it serves as a replica: ALL now means nodes 1, 2 and 4.
     fresh
@@ -325,6 +317,19 @@ async fn seeded_nodes_learn_each_other_and_a_moved_node_is_known_by_its_id() {
     }
     let rec = fresh.inspect(3, b"moved").await.expect("inspect node 3");
     assert_eq!(rec.and_then(|r| r.value), Some(b"v".to_vec()));
+}
+
+/// Asserts that node `node` itself (no coordination, no read repair) holds `key`'s value.
+async fn assert_holds(client: &Client, node: u32, key: &str) {
+    let record = client
+        .inspect(node, key.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("inspect {key} on node {node}: {e}"));
+    assert_eq!(
+        record.and_then(|r| r.value),
+        Some(value_of(key)),
+        "node {node} lacks {key}"
+    );
 }
 
 /// Adds two nodes to the cluster files and starts them: they learn the ring from the running
@@ -485,15 +490,7 @@ async fn streaming_resumes_after_the_joining_node_and_a_source_crash() {
             continue;
         }
         owned += 1;
-        let record = fresh
-            .inspect(4, key.as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("inspect {key} on node 4: {e}"));
-        assert_eq!(
-            record.and_then(|r| r.value),
-            Some(value_of(key)),
-            "node 4 lacks {key}"
-        );
+        assert_holds(&fresh, 4, key).await;
     }
     assert!(owned > 10_000, "node 4 owns only {owned} keys");
 

@@ -341,24 +341,10 @@ impl Cluster {
     /// closes its connections), SIGKILL after a grace period. Returns false when it was not
     /// running.
     pub fn stop(&self, id: NodeId) -> bool {
-        let Some(mut p) = lock(&self.procs).remove(&id) else {
+        let Some(p) = lock(&self.procs).remove(&id) else {
             return false;
         };
-        if p.paused {
-            signal(p.pid, Signal::SIGCONT);
-        }
-        signal(p.pid, Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_WAIT;
-        while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if matches!(p.child.try_wait(), Ok(None)) {
-            warn!(node = id, pid = p.pid, "node ignored SIGTERM; killing it");
-            signal(p.pid, Signal::SIGKILL);
-            let _ = p.child.wait();
-        }
-        let _ = std::fs::remove_file(self.dir.node_pid(id));
-        debug!(node = id, pid = p.pid, "node stopped");
+        self.terminate(BTreeMap::from([(id, p)]));
         true
     }
 
@@ -523,7 +509,14 @@ impl Cluster {
 
     /// Stops every node: SIGCONT to paused ones, SIGTERM, SIGKILL after a grace period.
     pub fn stop_all(&self) {
-        let mut procs = std::mem::take(&mut *lock(&self.procs));
+        let procs = std::mem::take(&mut *lock(&self.procs));
+        self.terminate(procs);
+    }
+
+    /// Ends `procs` (already out of the process table): SIGCONT to paused ones, SIGTERM to all,
+    /// then SIGKILL to those still running after one shared grace period; removes their pid
+    /// files.
+    fn terminate(&self, mut procs: BTreeMap<NodeId, NodeProc>) {
         for p in procs.values() {
             if p.paused {
                 signal(p.pid, Signal::SIGCONT);
@@ -541,6 +534,7 @@ impl Cluster {
                 let _ = p.child.wait();
             }
             let _ = std::fs::remove_file(self.dir.node_pid(*id));
+            debug!(node = id, pid = p.pid, "node stopped");
         }
     }
 
