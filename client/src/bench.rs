@@ -137,6 +137,8 @@ pub struct BenchOptions {
 
 /// Most operations per second an open-loop run may ask for.
 pub const MAX_RATE: f64 = 10_000_000.0;
+/// Longest warmup `ringkv bench` accepts.
+pub const MAX_WARMUP: Duration = Duration::from_secs(3600);
 /// Most tasks a benchmark may run.
 pub const MAX_CONCURRENCY: usize = 100_000;
 
@@ -303,6 +305,8 @@ pub struct BenchReport {
     pub preload: Option<PreloadReport>,
     /// Wall time of the measured phase.
     pub elapsed: Duration,
+    /// How long the same workload ran, unmeasured, before the measured phase.
+    pub warmup: Duration,
     /// Gets.
     pub read: OpStats,
     /// Puts.
@@ -353,6 +357,7 @@ impl BenchReport {
             "preload": self.preload.as_ref().map(|p| json!({
                 "keys": p.keys, "elapsed_s": p.elapsed.as_secs_f64(), "errors": p.errors,
             })),
+            "warmup_s": self.warmup.as_secs_f64(),
             "elapsed_s": self.elapsed.as_secs_f64(),
             "total_ops": self.total(),
             "ops_per_s": per_second(self.total(), self.elapsed),
@@ -396,6 +401,12 @@ impl BenchReport {
                 p.keys,
                 p.elapsed.as_secs_f64(),
                 p.errors
+            );
+        }
+        if !self.warmup.is_zero() {
+            s += &format!(
+                "warmup: {:.1} s of the same workload before the measured phase (not counted)\n",
+                self.warmup.as_secs_f64()
             );
         }
         s += &format!(
@@ -545,6 +556,7 @@ pub async fn run<S: Store>(
         options: options.clone(),
         preload: None,
         elapsed: started.elapsed(),
+        warmup: Duration::ZERO,
         read,
         write,
         cpu: None,
@@ -622,15 +634,26 @@ fn local_node_pids(dir: Option<&Path>) -> Vec<i32> {
         .collect()
 }
 
-/// Runs the measured phase ([`run`]) while showing a progress bar over `options`' duration and
-/// operation count on standard error (hidden when it is not a terminal), and measures the CPU
-/// `pids` and this process use during it.
+/// Runs the workload unmeasured for `warmup` (connections opened, the nodes' caches and
+/// tables filled: what a long-running client has behind it), then the measured phase ([`run`])
+/// while showing a progress bar over `options`' duration and operation count on standard error
+/// (hidden when it is not a terminal), and measures the CPU `pids` and this process use during
+/// the measured phase.
 pub async fn measured<S: Store>(
     store: Arc<S>,
     options: &BenchOptions,
     pids: &[i32],
     show_progress: bool,
+    warmup: Duration,
 ) -> Result<BenchReport, ClientError> {
+    if !warmup.is_zero() {
+        let warm = BenchOptions {
+            ops: u64::MAX,
+            duration: warmup,
+            ..options.clone()
+        };
+        run(store.clone(), &warm, Arc::new(AtomicU64::new(0))).await?;
+    }
     let done = Arc::new(AtomicU64::new(0));
     let bar = if show_progress {
         indicatif::ProgressBar::new(1000)
@@ -663,6 +686,7 @@ pub async fn measured<S: Store>(
     ticker.abort();
     bar.finish_and_clear();
     let mut report = report?;
+    report.warmup = warmup;
     if let ((Some(s0), Some(c0)), (Some(s1), Some(c1))) = (cpu_before, cpu_after) {
         if !pids.is_empty() {
             report.cpu = Some(CpuUse {
@@ -693,6 +717,17 @@ pub async fn run_cli(dir: Option<&Path>, out: Output, args: BenchArgs) -> i32 {
         workload: args.workload,
         read_ratio: args.read_ratio,
         rate: args.rate,
+    };
+    let warmup = match Duration::try_from_secs_f64(args.warmup) {
+        Ok(w) if w <= MAX_WARMUP => w,
+        _ => {
+            let e = ClientError::InvalidRequest(format!(
+                "--warmup must be between 0 and {} seconds, not {}",
+                MAX_WARMUP.as_secs(),
+                args.warmup
+            ));
+            return out.client_error(&e, Map::new());
+        }
     };
     let client = match options.validate() {
         // The benchmark measures the cluster at the level asked: no session floors, and a
@@ -734,7 +769,7 @@ pub async fn run_cli(dir: Option<&Path>, out: Output, args: BenchArgs) -> i32 {
         client,
         consistency: options.consistency,
     });
-    let mut report = match measured(store, &options, &pids, !out.json).await {
+    let mut report = match measured(store, &options, &pids, !out.json, warmup).await {
         Ok(r) => r,
         Err(e) => return out.client_error(&e, Map::new()),
     };
@@ -839,6 +874,7 @@ mod tests {
             options: options(Workload::Write, Consistency::Quorum),
             preload: None,
             elapsed: Duration::from_secs(2),
+            warmup: Duration::ZERO,
             read: OpStats::new(),
             write: OpStats::new(),
             cpu: None,

@@ -306,6 +306,9 @@ pub struct BenchArgs {
     /// Stop after this many seconds (or at --ops, whichever comes first).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub duration: f64,
+    /// Run the same workload this many seconds first, unmeasured (0: no warmup).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub warmup: f64,
     /// Threads of the benchmark's own async runtime.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub client_threads: u64,

@@ -493,22 +493,24 @@ fn apply_batch(
             if synced {
                 stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
             }
-            {
-                let mut trees = trees.lock().unwrap_or_else(|p| p.into_inner());
-                for (w, a) in writes.iter().zip(&applied) {
-                    if let Applied::Stored { previous } = a {
-                        trees.update(&w.key, *previous, Some(w.record.version));
-                        if let Some(rb) = rebuilding.as_deref_mut() {
-                            if rb.passed(&w.key) {
-                                rb.set.update(&w.key, *previous, Some(w.record.version));
-                            }
+            // Answer first, then hash the writes into the trees (a blake3 hash each), so the
+            // callers do not wait for it. The trees stay locked from before the answers go
+            // out, so whoever reads them after seeing an answer sees that write in them.
+            let stored = applied.clone();
+            let answers = dones.into_iter().zip(applied.into_iter().map(Ok)).collect();
+            let mut trees = trees.lock().unwrap_or_else(|p| p.into_inner());
+            // The runtime is gone only at shutdown; the callers then see `Stopped`.
+            let _ = replies.blocking_send(answers);
+            for (w, a) in writes.iter().zip(stored) {
+                if let Applied::Stored { previous } = a {
+                    trees.update(&w.key, previous, Some(w.record.version));
+                    if let Some(rb) = rebuilding.as_deref_mut() {
+                        if rb.passed(&w.key) {
+                            rb.set.update(&w.key, previous, Some(w.record.version));
                         }
                     }
                 }
             }
-            let answers = dones.into_iter().zip(applied.into_iter().map(Ok)).collect();
-            // The runtime is gone only at shutdown; the callers then see `Stopped`.
-            let _ = replies.blocking_send(answers);
         }
         Err(e) => {
             error!(error = %e, batch = writes.len(), "storage batch failed");

@@ -51,6 +51,9 @@ struct Args {
     /// Seconds each workload runs on each system.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     duration: f64,
+    /// Seconds each workload first runs unmeasured on each system (0: no warmup).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    warmup: f64,
     /// Operations in flight at once (one task each, sharing one client of the system).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -433,7 +436,8 @@ async fn run_workloads<S: Store>(
             w.name(),
             args.duration
         ));
-        let mut report = measured(store.clone(), &opts, pids, show_progress).await?;
+        let warmup = Duration::try_from_secs_f64(args.warmup).unwrap_or(Duration::ZERO);
+        let mut report = measured(store.clone(), &opts, pids, show_progress, warmup).await?;
         if w.reads() {
             report.preload = preloaded.clone();
         }

@@ -414,6 +414,7 @@ mod tests {
                 options: options(workload),
                 preload: None,
                 elapsed: Duration::from_secs(1),
+                warmup: Duration::ZERO,
                 read,
                 write,
                 cpu: None,

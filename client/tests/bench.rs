@@ -1,0 +1,68 @@
+//! `ringkv bench` through the real binaries, against a local cluster: an open-loop mixed run
+//! after a warmup reports only its measured phase, with the nodes' CPU; a bad warmup is refused.
+
+mod common;
+
+use common::TestCluster;
+
+#[test]
+fn an_open_loop_run_counts_only_the_measured_phase_after_its_warmup() {
+    let c = TestCluster::up(&["--nodes", "3", "--rf", "3"]);
+    let v = c
+        .run(&[
+            "--json",
+            "bench",
+            "--workload",
+            "mixed",
+            "--read-ratio",
+            "0.5",
+            "-c",
+            "QUORUM",
+            "--keys",
+            "200",
+            "--concurrency",
+            "8",
+            "--rate",
+            "400",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["mode"], "open", "{v}");
+    assert_eq!(v["warmup_s"].as_f64(), Some(1.0), "{v}");
+    // Open loop at 400 ops/s for 2 s schedules exactly 800 operations; had the 1 s warmup been
+    // counted, there would be about 1,200.
+    let total = v["total_ops"].as_u64().expect("total_ops");
+    assert!((400..=800).contains(&total), "{total} ops: {v}");
+    let elapsed = v["elapsed_s"].as_f64().expect("elapsed_s");
+    assert!(elapsed < 2.9, "measured phase took {elapsed} s: {v}");
+    let writes = v["ops"]["write"]["ok"].as_u64().unwrap_or(0);
+    let reads = v["ops"]["read"]["ok"].as_u64().unwrap_or(0)
+        + v["ops"]["read"]["not_found"].as_u64().unwrap_or(0);
+    assert!(writes > 0 && reads > 0, "{v}");
+    assert_eq!(v["cpu"]["server_processes"], 3, "{v}");
+    assert!(
+        v["cpu"]["server_us_per_op"].as_f64().unwrap_or(0.0) > 0.0,
+        "{v}"
+    );
+}
+
+#[test]
+fn a_bad_warmup_is_refused_before_anything_runs() {
+    let c = TestCluster::up(&["--nodes", "1", "--rf", "1"]);
+    for bad in ["--warmup=-1", "--warmup=4000", "--warmup=NaN"] {
+        let run = c
+            .run(&["--json", "bench", "--duration", "1", bad])
+            .expect_code(6);
+        let v = run.json();
+        assert_eq!(v["error"], "InvalidRequest", "{v}");
+        assert!(
+            v["message"].as_str().unwrap_or("").contains("--warmup"),
+            "{v}"
+        );
+    }
+}
