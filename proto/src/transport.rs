@@ -75,6 +75,13 @@ fn transport_config() -> quinn::TransportConfig {
     if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(5)) {
         t.max_idle_timeout(Some(idle));
     }
+    // RFC 9002's initial RTT of 333 ms puts the first retransmission of a lost handshake
+    // packet about 1 s after the first, as late as the 1 s that clients and nodes wait for a
+    // handshake: one datagram dropped by a full socket buffer (a burst, or a flood of garbage)
+    // failed the connection. Clusters live on one network, where 100 ms is already generous;
+    // it gives two retransmissions within that second. The estimate follows the measured RTT
+    // from the first acknowledgement on.
+    t.initial_rtt(Duration::from_millis(100));
     t.stream_receive_window((8u32 * 1024 * 1024).into());
     t.receive_window((16u32 * 1024 * 1024).into());
     t.send_window(16 * 1024 * 1024);
