@@ -21,7 +21,7 @@ use std::hash::Hash;
 /// The two hash tables are reused: the retired old table is emptied in place and becomes the
 /// young one, so a full map never allocates, rehashes or touches fresh memory again. (Growing a
 /// 229,376-entry table on a node's runtime thread, and first-touching the new table's pages,
-/// stalled every request on that node for 55 to 80 ms once per generation.)
+/// stalled every request on that node for 30 to 80 ms once per generation.)
 #[derive(Debug)]
 pub struct Generations<K, V> {
     per_generation: usize,
