@@ -139,6 +139,17 @@ pub struct BenchOptions {
 pub const MAX_RATE: f64 = 10_000_000.0;
 /// Longest warmup `ringkv bench` accepts.
 pub const MAX_WARMUP: Duration = Duration::from_secs(3600);
+/// The `--warmup` seconds as a duration: 0 to [`MAX_WARMUP`], else `InvalidRequest`.
+pub fn parse_warmup(secs: f64) -> Result<Duration, ClientError> {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(w) if w <= MAX_WARMUP => Ok(w),
+        _ => Err(ClientError::InvalidRequest(format!(
+            "--warmup must be between 0 and {} seconds, not {secs}",
+            MAX_WARMUP.as_secs()
+        ))),
+    }
+}
+
 /// Most tasks a benchmark may run.
 pub const MAX_CONCURRENCY: usize = 100_000;
 
@@ -718,16 +729,9 @@ pub async fn run_cli(dir: Option<&Path>, out: Output, args: BenchArgs) -> i32 {
         read_ratio: args.read_ratio,
         rate: args.rate,
     };
-    let warmup = match Duration::try_from_secs_f64(args.warmup) {
-        Ok(w) if w <= MAX_WARMUP => w,
-        _ => {
-            let e = ClientError::InvalidRequest(format!(
-                "--warmup must be between 0 and {} seconds, not {}",
-                MAX_WARMUP.as_secs(),
-                args.warmup
-            ));
-            return out.client_error(&e, Map::new());
-        }
+    let warmup = match parse_warmup(args.warmup) {
+        Ok(w) => w,
+        Err(e) => return out.client_error(&e, Map::new()),
     };
     let client = match options.validate() {
         // The benchmark measures the cluster at the level asked: no session floors, and a

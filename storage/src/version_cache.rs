@@ -43,7 +43,7 @@ impl<K: Hash + Eq, V: Copy> Generations<K, V> {
 
     /// Touches every page of both tables once, by filling each with `per_generation` made-up
     /// keys and emptying it again (the tables keep their memory). Then no insert on the hot
-    /// path faults a fresh page in: the first fill of a 262,144-entry table touched 21 MB at
+    /// path faults a fresh page in: the first fill of a 262,144-entry table touched ~21 MB at
     /// random, a page fault per insert for the first thousands of inserts, and stalled the
     /// node's request path for tens of milliseconds.
     pub fn prefault(&mut self, mut key: impl FnMut(usize) -> K, value: V) {

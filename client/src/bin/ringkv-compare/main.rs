@@ -23,7 +23,7 @@ mod table;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use client::bench::{measured, preload, BenchOptions, RingkvStore, Store, Workload};
+use client::bench::{measured, parse_warmup, preload, BenchOptions, RingkvStore, Store, Workload};
 use client::cluster_dir::{ClusterDir, CreateOptions, DurabilityMode};
 use client::launcher::{find_node_binary, LocalCluster};
 use client::Client;
@@ -349,6 +349,8 @@ async fn compare(args: &Args) -> anyhow::Result<i32> {
     for &w in &workloads {
         bench_options(args, w).validate()?;
     }
+    // Refused here, before any server starts.
+    parse_warmup(args.warmup)?;
     let node_bin = find_node_binary(args.node_bin.as_deref())?;
     let etcd_bin = if peers.contains(&Peer::Etcd) {
         Some(resolve_program(&args.etcd_bin, "etcd-server")?)
@@ -411,6 +413,7 @@ async fn run_workloads<S: Store>(
     workloads: &[Workload],
 ) -> anyhow::Result<Vec<Row>> {
     let show_progress = !args.json && std::io::stderr().is_terminal();
+    let warmup = parse_warmup(args.warmup)?;
     let mut preloaded = None;
     if workloads.iter().any(|w| w.reads()) {
         say(format_args!(
@@ -436,7 +439,6 @@ async fn run_workloads<S: Store>(
             w.name(),
             args.duration
         ));
-        let warmup = Duration::try_from_secs_f64(args.warmup).unwrap_or(Duration::ZERO);
         let mut report = measured(store.clone(), &opts, pids, show_progress, warmup).await?;
         if w.reads() {
             report.preload = preloaded.clone();
