@@ -129,5 +129,30 @@ impl Harness {
             .await
             .expect("node ready");
         self.wait_seen(id, true).await;
+        // ...and until it sees the others up: a repair or a coordinator on it goes by its own
+        // failure detector, which has not heard from anyone right after the start.
+        let others: Vec<u32> = self
+            .cluster
+            .node_ids()
+            .into_iter()
+            .filter(|o| *o != id)
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let sees_all = match self.client.status(id).await {
+                Ok(s) => others
+                    .iter()
+                    .all(|o| s.peers.iter().any(|p| p.id == *o && p.up)),
+                Err(_) => false,
+            };
+            if sees_all {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} does not see its peers up in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
