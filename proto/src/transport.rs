@@ -155,7 +155,8 @@ pub fn client_endpoint(tls: &TlsMaterial) -> Result<quinn::Endpoint, TransportEr
     Ok(ep)
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+/// Calls awaiting their response, by request id (foldhash: hashed on every call and response).
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>, foldhash::fast::RandomState>>>;
 
 /// One multiplexed request stream on a connection to a peer.
 pub struct Channel {

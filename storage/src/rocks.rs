@@ -18,7 +18,7 @@ use crate::encoding::{
 use crate::engine::{Applied, Engine, ScanCursor, Write};
 use crate::error::StorageError;
 use crate::hints::{self, decode_hint, Hint, HintCounts, HintId};
-use crate::version_cache::VersionCache;
+use crate::version_cache::{FastHash, VersionCache};
 use proto::{Record, Version};
 use ring::{NodeId, TokenRange};
 use rocksdb::{
@@ -355,7 +355,7 @@ impl Engine for RocksEngine {
             }
         }
         // Versions already chosen earlier in this slice, which later writes must compare against.
-        let mut pending: HashMap<&[u8], Version> = HashMap::new();
+        let mut pending: HashMap<&[u8], Version, FastHash> = HashMap::default();
         let mut applied = Vec::with_capacity(writes.len());
         let mut keep = Vec::with_capacity(writes.len());
         for (i, (w, stored)) in writes.iter().zip(stored).enumerate() {
