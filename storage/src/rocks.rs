@@ -73,6 +73,16 @@ impl Default for RocksOptions {
     }
 }
 
+/// The write-ahead log kept on disk before RocksDB flushes the column families that hold the
+/// oldest log file: three `data` memtables. Every write-ahead log file stays until every
+/// column family's data in it is flushed, and `meta` (the clock reservation, rewritten every
+/// 500 ms) and `hints` fill their memtables slowly, so under RocksDB's default (four times the
+/// memtable memory, about 128 MiB here) a node kept up to 16 files of 8 MiB and replayed them
+/// all on restart. At this bound it flushes those small memtables instead.
+pub fn max_total_wal_bytes(options: &RocksOptions) -> u64 {
+    3 * options.write_buffer_bytes as u64
+}
+
 /// An [`Engine`] stored in a RocksDB database.
 pub struct RocksEngine {
     db: DB,
@@ -121,6 +131,7 @@ impl RocksEngine {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(options.max_background_jobs);
         db_opts.set_bytes_per_sync(1 << 20);
+        db_opts.set_max_total_wal_size(max_total_wal_bytes(&options));
 
         // A database that does not exist yet has no column families to list.
         let existing = DB::list_cf(&db_opts, path).unwrap_or_default();

@@ -32,6 +32,50 @@ fn raw(path: &Path) -> rocksdb::DB {
 
 const WHOLE_RING: TokenRange = TokenRange { start: 0, end: 0 };
 
+/// Bytes of write-ahead log files in `dir`.
+fn wal_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn write_ahead_log_stays_bounded_while_a_small_column_family_holds_its_oldest_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RocksOptions {
+        write_buffer_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let bound = storage::rocks::max_total_wal_bytes(&options);
+    let e = RocksEngine::open(dir.path(), options).unwrap();
+    // One metadata write in the first log file: without a bound on the log, that file and
+    // every later one stay until `meta`'s memtable is flushed, which its size alone never does.
+    e.put_meta("pin", b"1").unwrap();
+    let value = vec![7u8; 1000];
+    let mut most = 0;
+    // About 40 MiB of records, ten times the bound.
+    for batch in 0..400u64 {
+        let writes: Vec<Write> = (0..100u64)
+            .map(|i| put(format!("k{batch}-{i}").as_bytes(), 1, Some(&value)))
+            .collect();
+        e.apply(&writes).unwrap();
+        most = most.max(wal_bytes(dir.path()));
+    }
+    // The bound is checked when a new log file starts, so one memtable's worth can be on top.
+    assert!(
+        most <= bound + (2 << 20),
+        "write-ahead log reached {most} bytes, bound {bound}"
+    );
+    assert_eq!(e.get_meta("pin").unwrap().as_deref(), Some(&b"1"[..]));
+    drop(e);
+    let e = open(dir.path()).unwrap();
+    assert_eq!(e.get_meta("pin").unwrap().as_deref(), Some(&b"1"[..]));
+    assert!(e.get(b"k399-99").unwrap().is_some());
+}
+
 #[test]
 fn reopen_finds_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
