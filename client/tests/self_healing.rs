@@ -66,7 +66,13 @@ async fn anti_entropy_rebuilds_a_wiped_replica_with_values_and_tombstones() {
         .expect("stop node 2");
     let data = h.cluster.dir().node_data(2);
     std::fs::remove_dir_all(&data).expect("wipe node 2's data");
-    h.restart(2).await;
+    // Started and, once it answers, repaired at once: the repair itself waits until node 2 has
+    // heard from its peers (its failure detector starts with everyone unheard).
+    h.cluster.start_node(2).expect("start node 2");
+    h.cluster
+        .wait_nodes_ready(&[2], Duration::from_secs(30))
+        .await
+        .expect("node 2 ready");
     assert!(
         h.client
             .inspect(2, b"ae-1")
@@ -85,6 +91,7 @@ async fn anti_entropy_rebuilds_a_wiped_replica_with_values_and_tombstones() {
         "wiped replica rebuilt: {} keys pulled in {} ms, {} bytes",
         report.keys_pulled, report.millis, report.bytes_exchanged
     );
+    assert_eq!(report.failures, 0, "{report:?}");
     assert_eq!(report.keys_pulled, 3000, "{report:?}");
     assert!(started.elapsed() < Duration::from_secs(60));
     for i in 0..3000 {

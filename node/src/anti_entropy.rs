@@ -29,6 +29,9 @@ const MAX_DIGESTS_PER_SYNC: usize = 20_000;
 const SCAN_PAGE: usize = 1024;
 /// A `SyncLeaves` request is repeated at most this often for one batch of leaves.
 const MAX_SYNC_ROUNDS: usize = 64;
+/// Longest a requested repair waits for this node to hear from each peer once: right after a
+/// start its failure detector has heard from nobody, and a round then would skip every peer.
+const FIRST_CONTACT_WAIT: Duration = Duration::from_secs(5);
 
 fn size_of<T: serde::Serialize>(msg: &T) -> u64 {
     postcard::to_allocvec(msg)
@@ -179,6 +182,23 @@ impl Node {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Response::Error(ErrorReply::new(ErrorCode::Internal, e)),
             Err(e) => Response::Error(ErrorReply::new(ErrorCode::Internal, e.to_string())),
+        }
+    }
+
+    /// Waits until every peer has been heard from at least once, or [`FIRST_CONTACT_WAIT`]
+    /// has passed (a peer that is really down is then skipped, and counted as a failure, by
+    /// the round). Without it, `ringkv repair` sent to a node in its first moments reported
+    /// a failure for every pair.
+    pub async fn await_first_contact(&self) {
+        let deadline = Instant::now() + FIRST_CONTACT_WAIT;
+        while Instant::now() < deadline
+            && self
+                .detector
+                .peers()
+                .into_iter()
+                .any(|p| !self.detector.heard_from(p))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

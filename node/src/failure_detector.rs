@@ -192,6 +192,12 @@ impl FailureDetector {
                 .unwrap_or(false)
     }
 
+    /// Whether `peer` has answered anything since this node started (an untracked peer counts
+    /// as heard: there is nothing to wait for).
+    pub fn heard_from(&self, peer: NodeId) -> bool {
+        self.with(peer, |s| s.last_heard.is_some()).unwrap_or(true)
+    }
+
     /// Every peer's state, for status reports.
     pub fn snapshot(&self) -> Vec<PeerStatus> {
         let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());

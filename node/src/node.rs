@@ -256,11 +256,15 @@ impl Node {
             } => self.serve_tree_hashes(range, level, &nodes),
             Request::SyncLeaves { range, leaves } => self.serve_sync_leaves(range, leaves).await,
             Request::Repair { wait: true } => {
+                self.await_first_contact().await;
                 Response::RepairReport(self.anti_entropy_round(|_| true).await)
             }
             Request::Repair { wait: false } => {
                 let node = self.clone();
-                tokio::spawn(async move { node.anti_entropy_round(|_| true).await });
+                tokio::spawn(async move {
+                    node.await_first_contact().await;
+                    node.anti_entropy_round(|_| true).await
+                });
                 Response::RepairReport(RepairReport::default())
             }
         }

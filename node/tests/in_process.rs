@@ -529,6 +529,32 @@ async fn anti_entropy_restores_a_wiped_replica_and_deletes_stay_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_asked_of_a_node_just_started_waits_to_hear_from_its_peers() {
+    let mut c = Cluster::start(&["dc1", "dc1", "dc1"], Replication::Simple { rf: 3 }).await;
+    for i in 0..100 {
+        c.call(0, put(&format!("k{i}"), "v", Consistency::All))
+            .await;
+    }
+    c.stop(0).await;
+    c.stop(1).await;
+    // Node 1 comes back and is asked for a repair at once, before its failure detector has
+    // heard from anyone; node 2 comes back 300 ms later.
+    let n = c.boot(0).await;
+    c.nodes[0] = Some(n);
+    let (report, n2) = tokio::join!(c.call(0, Request::Repair { wait: true }), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.boot(1).await
+    });
+    c.nodes[1] = Some(n2);
+    let report = match report {
+        Response::RepairReport(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(report.failures, 0, "{report:?}");
+    assert!(report.pairs_compared > 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_is_met_by_a_hint_when_no_replica_is_up() {
     let mut c = Cluster::start(&["dc1", "dc1"], Replication::Simple { rf: 1 }).await;
     let ring = c.configs[0].ring().expect("ring");
