@@ -251,3 +251,24 @@ async fn requests_beyond_the_in_flight_limit_are_shed_as_overloaded() {
     }
     assert!(ok >= 4 && shed > 0, "ok {ok}, shed {shed}");
 }
+
+#[test]
+fn sockets_get_the_buffers_asked_for_where_the_system_allows() {
+    use proto::transport::{size_socket_buffers, SOCKET_BUFFER_BYTES};
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let (recv, send) = size_socket_buffers(&socket);
+    // A process with CAP_NET_ADMIN (root here) gets the size whatever net.core.rmem_max says;
+    // the kernel reports twice what it grants.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0");
+    if root {
+        assert!(recv >= SOCKET_BUFFER_BYTES, "receive buffer {recv}");
+        assert!(send >= SOCKET_BUFFER_BYTES, "send buffer {send}");
+    } else {
+        assert!(recv > 0 && send > 0, "{recv} {send}");
+    }
+}
