@@ -3,8 +3,8 @@
 //! (the memtable's skip list search was the largest single cost of a replica write).
 //!
 //! Two generations: writes land in the young map; when it is full it becomes the old map and
-//! the previous old map is emptied (and reused as the young one). Memory is bounded by `capacity` keys; a key written at least
-//! once per generation stays cached. The cache is only correct while every change to the data
+//! the previous old map is emptied (and reused as the young one). Memory is bounded by
+//! `capacity` keys; a key written at least once per generation stays cached. The cache is only correct while every change to the data
 //! column family goes through its owner under one lock, which [`crate::RocksEngine`] ensures
 //! (apply and purge both hold the apply lock and update it). Keys are held inline
 //! ([`InlineKey`], at most [`MAX_CACHED_KEY_BYTES`]), so the tables own no heap memory.
@@ -119,8 +119,7 @@ pub const MAX_CACHED_KEY_BYTES: usize = 39;
 /// A key of at most [`MAX_CACHED_KEY_BYTES`], held in the hash table itself. Nothing in the
 /// table owns heap memory, so retiring a generation is one `memset` of its control bytes: with
 /// heap-allocated keys, emptying a 131,072-key generation freed every key one by one, on the
-/// storage writer under the apply lock, and every open-loop benchmark run's slowest write
-/// waited for it (17 ms, once per generation).
+/// storage writer under the apply lock (the insert that did it took 9.65 ms, measured alone).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct InlineKey {
     len: u8,
