@@ -8,6 +8,7 @@ use client::launcher::StopSignal;
 use client::{Client, ClientConfig, ClientError};
 use common::harness::{start, Harness};
 use proto::Consistency;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// No hinted handoff and no anti-entropy round within a test: a replica that missed a write
@@ -224,4 +225,42 @@ async fn a_retry_refused_after_an_ambiguous_timeout_is_still_a_timeout() {
             "node {id}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_waiting_on_a_paused_replica_asks_a_spare_one() {
+    // The failure detector keeps a silent node up for a minute, so node 1 keeps choosing paused
+    // node 3 as one of a QUORUM read's two replicas; only speculation (a spare replica asked
+    // when the level is not met after 50 ms) answers those reads before their 2 s deadline.
+    let h = start(
+        "\n[timeouts]\nheartbeat-ms = 200\ndown-after-ms = 60000\nacceptable-pause-ms = 60000\n",
+    )
+    .await;
+    let keys: Vec<String> = (0..40).map(|i| format!("spec-{i}")).collect();
+    h.write_all(keys.iter().cloned(), Consistency::All).await;
+    let c = Arc::new(client_with(&h, |_| {}).await);
+    let node3 = nix::unistd::Pid::from_raw(h.cluster.pid(3).expect("node 3 runs"));
+    nix::sys::signal::kill(node3, nix::sys::signal::Signal::SIGSTOP).expect("pause node 3");
+    let started = Instant::now();
+    let reads: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let (c, k) = (c.clone(), k.clone());
+            tokio::spawn(async move {
+                let r = c.get_via(1, k.as_bytes(), Consistency::Quorum).await;
+                (k, r)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for r in reads {
+        results.push(r.await.expect("read task"));
+    }
+    let took = started.elapsed();
+    nix::sys::signal::kill(node3, nix::sys::signal::Signal::SIGCONT).expect("resume node 3");
+    for (k, r) in results {
+        let r = r.unwrap_or_else(|e| panic!("{k} with node 3 paused: {e}"));
+        assert_eq!(r.value, format!("value-{k}").into_bytes(), "{k}");
+    }
+    println!("40 QUORUM reads via node 1 with node 3 paused: {took:?}");
 }

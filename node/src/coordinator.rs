@@ -11,8 +11,15 @@ use proto::message::{ReadOpts, Receipt, WriteOpts};
 use proto::{Consistency, ErrorCode, ErrorReply, Record, Request, Response, Version};
 use ring::NodeId;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tracing::debug;
+
+/// A read still short of its level this long after it started also asks one spare replica, as
+/// Cassandra's speculative retry does: a replica that is slow, paused or just restarted (and not
+/// yet known down) no longer holds the read up until its deadline. Reads answered sooner (all of
+/// them on a healthy cluster: a QUORUM read's p99 is a few milliseconds) ask no one more.
+pub const SPECULATE_AFTER: Duration = Duration::from_millis(50);
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error(ErrorReply::new(code, message))
@@ -479,10 +486,23 @@ impl Node {
         let mut highest = None;
         let mut failures = Vec::new();
         let deadline_tokio = tokio::time::Instant::from_std(deadline);
+        let mut speculate_at = Some(tokio::time::Instant::now() + SPECULATE_AFTER);
         while outstanding > 0 {
-            let Ok(Some((replica, res))) = tokio::time::timeout_at(deadline_tokio, rx.recv()).await
-            else {
-                break;
+            let wait_until = speculate_at.map_or(deadline_tokio, |at| at.min(deadline_tokio));
+            let (replica, res) = match tokio::time::timeout_at(wait_until, rx.recv()).await {
+                Ok(Some(reply)) => reply,
+                Ok(None) => break,
+                // Still short of the level after SPECULATE_AFTER: ask one spare replica too
+                // (once), and keep waiting for every read asked.
+                Err(_) if speculate_at.take().is_some() && wait_until < deadline_tokio => {
+                    if let Some(spare) = spares.next() {
+                        debug!(spare, "speculative version query to a spare replica");
+                        ask(spare);
+                        outstanding += 1;
+                    }
+                    continue;
+                }
+                Err(_) => break,
             };
             outstanding -= 1;
             match res {
@@ -635,7 +655,8 @@ impl Node {
     }
 
     /// Coordinates a get: asks the fewest replicas that can meet the level, asks a spare replica
-    /// for each one that fails, and answers with the newest version among the replies. With a
+    /// for each one that fails and one more if the level is not met after [`SPECULATE_AFTER`],
+    /// and answers with the newest version among the replies. With a
     /// session floor (`opts.min_version`), an answer older than the floor is never returned: the
     /// remaining replicas are asked too, and if none has it the read fails with `Stale`.
     pub async fn coordinate_read(
@@ -680,10 +701,23 @@ impl Node {
         let mut failed = Vec::new();
         let mut failures = Vec::new();
         let deadline_tokio = tokio::time::Instant::from_std(deadline);
+        let mut speculate_at = Some(tokio::time::Instant::now() + SPECULATE_AFTER);
         while outstanding > 0 {
-            let Ok(Some((replica, res))) = tokio::time::timeout_at(deadline_tokio, rx.recv()).await
-            else {
-                break;
+            let wait_until = speculate_at.map_or(deadline_tokio, |at| at.min(deadline_tokio));
+            let (replica, res) = match tokio::time::timeout_at(wait_until, rx.recv()).await {
+                Ok(Some(reply)) => reply,
+                Ok(None) => break,
+                // Still short of the level after SPECULATE_AFTER: ask one spare replica too
+                // (once), and keep waiting for every read asked.
+                Err(_) if speculate_at.take().is_some() && wait_until < deadline_tokio => {
+                    if let Some(spare) = spares.next() {
+                        debug!(spare, "speculative read of a spare replica");
+                        spawn_read(spare);
+                        outstanding += 1;
+                    }
+                    continue;
+                }
+                Err(_) => break,
             };
             outstanding -= 1;
             match res {
