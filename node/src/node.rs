@@ -452,6 +452,41 @@ fn load_clock_floor(engine: &dyn Engine) -> Result<u64, StartError> {
         .unwrap_or(0))
 }
 
+/// How long a node with the persisted clock floor `floor` must wait, at wall-clock time `wall_ms`,
+/// before it starts: until the floor is at most [`CLOCK_RESERVE_MS`] ahead of the wall clock.
+/// The clock starts at the floor, so without the wait every restart within a reservation of
+/// the previous start moved the clock another [`CLOCK_RESERVE_MS`] ahead of real time: a node
+/// restarted seven times in a row issued timestamps 7.3 s ahead, and its peers refused them
+/// (`max-clock-ahead-ms`, 5 s). With it, a node starts at most one reservation ahead, so the
+/// floor it persists at start is at most two ahead and the wait is at most one reservation.
+/// `None` when the floor is further ahead than that (the machine's clock was set back): waiting
+/// for it could take arbitrarily long, so the node starts at once, as before.
+fn clock_floor_wait(floor: u64, wall_ms: u64) -> Option<Duration> {
+    let floor_ms = floor >> proto::version::HLC_LOGICAL_BITS;
+    let wait = floor_ms.saturating_sub(wall_ms + CLOCK_RESERVE_MS);
+    (wait <= CLOCK_RESERVE_MS).then_some(Duration::from_millis(wait))
+}
+
+/// Waits as [`clock_floor_wait`] says, logging why.
+async fn wait_for_clock_floor(floor: u64, wall_ms: u64) {
+    match clock_floor_wait(floor, wall_ms) {
+        Some(wait) if wait.is_zero() => {}
+        Some(wait) => {
+            info!(
+                wait_ms = wait.as_millis() as u64,
+                "restarted within a clock reservation: waiting for the wall clock"
+            );
+            tokio::time::sleep(wait).await;
+        }
+        None => warn!(
+            floor_ms = floor >> proto::version::HLC_LOGICAL_BITS,
+            wall_ms,
+            "the persisted clock is far ahead of this machine's clock (was the clock set back?); \
+             versions issued now are ahead of real time"
+        ),
+    }
+}
+
 /// Starts a node on `engine` with `cfg`: binds the endpoint, starts the writer thread, the
 /// heartbeats and the server loop.
 pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNode, StartError> {
@@ -460,9 +495,12 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
     let listen = cfg
         .listen_addr()
         .ok_or_else(|| crate::config::ConfigError::Invalid("no listen address".into()))?;
+    let floor = load_clock_floor(engine.as_ref())?;
+    // Before the endpoint is bound: peers see a node that is not up yet, not one that does
+    // not answer.
+    wait_for_clock_floor(floor, proto::version::wall_millis()).await;
     let endpoint = server_endpoint(listen, &tls)?;
     let addr = endpoint.local_addr()?;
-    let floor = load_clock_floor(engine.as_ref())?;
     let me = cfg
         .me()
         .cloned()
@@ -661,5 +699,37 @@ impl RunningNode {
             warn!("storage writer did not stop in time");
         }
         info!("node stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_waits_only_for_a_floor_more_than_one_reservation_ahead() {
+        let wall = 1_800_000_000_000;
+        let floor = |ahead_ms: u64| hlc_from_millis(wall + ahead_ms);
+        // A floor in the past, or within one reservation: no wait.
+        assert_eq!(clock_floor_wait(0, wall), Some(Duration::ZERO));
+        assert_eq!(clock_floor_wait(floor(0), wall), Some(Duration::ZERO));
+        assert_eq!(
+            clock_floor_wait(floor(CLOCK_RESERVE_MS), wall),
+            Some(Duration::ZERO)
+        );
+        // Up to two reservations ahead (a restart right after a restart): wait down to one.
+        assert_eq!(
+            clock_floor_wait(floor(CLOCK_RESERVE_MS + 700), wall),
+            Some(Duration::from_millis(700))
+        );
+        assert_eq!(
+            clock_floor_wait(floor(2 * CLOCK_RESERVE_MS), wall),
+            Some(Duration::from_millis(CLOCK_RESERVE_MS))
+        );
+        // Further ahead only if the machine's clock went back: start at once.
+        assert_eq!(
+            clock_floor_wait(floor(2 * CLOCK_RESERVE_MS + 1), wall),
+            None
+        );
     }
 }

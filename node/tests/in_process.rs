@@ -319,6 +319,44 @@ async fn every_level_writes_and_reads_and_failures_are_reported() {
     }
 }
 
+/// Restarts in quick succession do not run a node's clock ahead of real time: each used to add
+/// a clock reservation (2 s), until peers refused the node's timestamps as too far ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_again_and_again_keeps_its_clock_near_real_time() {
+    let mut c = Cluster::start(&["dc1", "dc1", "dc1"], Replication::Simple { rf: 3 }).await;
+    let mut last = match c.call(0, put("k", "0", Consistency::All)).await {
+        Response::Written { version, .. } => version,
+        other => panic!("{other:?}"),
+    };
+    for round in 1..=2 {
+        // Three restarts in a row, each as soon as the previous start returned.
+        for _ in 0..3 {
+            c.nodes[0].take().expect("node 1 runs").shutdown().await;
+            let n = c.boot(0).await;
+            c.nodes[0] = Some(n);
+        }
+        c.wait_all_up().await;
+        let clock = c.nodes[0].as_ref().expect("node 1 runs").node.clock.peek();
+        let ahead_ms = (clock >> proto::version::HLC_LOGICAL_BITS)
+            .saturating_sub(proto::version::wall_millis());
+        assert!(
+            ahead_ms <= 2_500,
+            "restart {round}: node 1's clock is {ahead_ms} ms ahead of real time"
+        );
+        // Every replica takes a write stamped by the restarted node, above what it issued before.
+        match c
+            .call(0, put("k", &round.to_string(), Consistency::All))
+            .await
+        {
+            Response::Written { version, .. } => {
+                assert!(version > last, "restart {round}: {version:?} <= {last:?}");
+                last = version;
+            }
+            other => panic!("restart {round}: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_and_each_quorum_follow_datacenters() {
     let rf = BTreeMap::from([("dc1".to_string(), 2), ("dc2".to_string(), 2)]);
