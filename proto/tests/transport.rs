@@ -272,3 +272,79 @@ fn sockets_get_the_buffers_asked_for_where_the_system_allows() {
         assert!(recv > 0 && send > 0, "{recv} {send}");
     }
 }
+
+/// A server endpoint for `node` on `addr`, served on its own runtime in its own thread until
+/// `crash` is sent: then the runtime is dropped with everything on it, so the process's
+/// connections end without a word to their peers, as when a process is killed.
+fn start_crashable(
+    addr: SocketAddr,
+    node: &TlsMaterial,
+) -> (
+    SocketAddr,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let node = node.clone();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (crash, crash_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let ep = server_endpoint(addr, &node).expect("endpoint");
+            addr_tx
+                .send(ep.local_addr().expect("addr"))
+                .expect("send addr");
+            let (_stop, rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(serve(ep, Arc::new(Echo), LIMITS, rx));
+            // Serve until told to crash (polling, so the runtime keeps running meanwhile).
+            while crash_rx.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        // Dropping the runtime drops its tasks unpolled: nothing more is sent.
+        drop(rt);
+    });
+    let bound = addr_rx.recv().expect("server address");
+    (bound, crash, thread)
+}
+
+/// A node killed and started again on the same address answers the old connection's next
+/// packet with a stateless reset (RFC 9000, 10.3): its reset key is derived from its private
+/// key, so the new process can compute the tokens the old one handed out. The caller learns at
+/// once that the connection is gone instead of waiting out the call's timeout, and its next
+/// call connects afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_on_its_address_resets_its_old_connections() {
+    let ca = generate_ca("t").expect("ca");
+    let node = issue(&ca, "t", Role::Node, "n1").expect("cert");
+    let (addr, crash, thread) = start_crashable("127.0.0.1:0".parse().expect("addr"), &node);
+    let client = issue(&ca, "t", Role::Client, "c").expect("cert");
+    let pool = Pool::new(
+        client_endpoint(&client).expect("endpoint"),
+        Duration::from_secs(2),
+    );
+    pool.call(addr, get(b"before"), Duration::from_secs(5))
+        .await
+        .expect("a call before the crash");
+    crash.send(()).expect("crash");
+    thread.join().expect("server thread");
+    let (again, _crash_again, _thread_again) = start_crashable(addr, &node);
+    assert_eq!(again, addr);
+    // The pool still holds the connection to the killed process. The call's timeout is
+    // shorter than the connection's idle timeout (5 s), which would otherwise end it.
+    let err = pool
+        .call(addr, get(b"during"), Duration::from_secs(3))
+        .await
+        .expect_err("the old connection is gone");
+    assert!(
+        !matches!(err, TransportError::Timeout(_)),
+        "the call waited out its timeout instead of being reset: {err}"
+    );
+    assert!(pool
+        .call(addr, get(b"after"), Duration::from_secs(5))
+        .await
+        .is_ok());
+}
