@@ -614,27 +614,6 @@ fn restart_keeps_data() {
     }
 }
 
-/// The counters of node `address`'s `/metrics` (served over TCP on the node's own port), by name
-/// (unlabelled samples only).
-fn metrics(address: &str) -> BTreeMap<String, u64> {
-    use std::io::{Read, Write};
-    let mut sock = std::net::TcpStream::connect(address).expect("connect to /metrics");
-    sock.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    sock.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-        .expect("send request");
-    let mut text = String::new();
-    sock.read_to_string(&mut text).expect("read /metrics");
-    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.split_once(' ')?;
-            Some((name.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 /// Per node: how much `ringkv_wal_syncs_total`, `ringkv_storage_batches_total` and
 /// `ringkv_storage_writes_total` grew while `count` sequential QUORUM puts ran (waiting until
 /// every replica stored them), and how long that took.
@@ -649,7 +628,7 @@ fn sync_counts_over_puts(c: &TestCluster, count: usize) -> (Vec<[u64; 3]>, Durat
         addresses
             .iter()
             .map(|a| {
-                let m = metrics(a);
+                let m = common::node_metrics(a);
                 NAMES.map(|n| {
                     *m.get(n)
                         .unwrap_or_else(|| panic!("{n} missing at {a}: {m:?}"))

@@ -263,4 +263,9 @@ async fn a_read_waiting_on_a_paused_replica_asks_a_spare_one() {
         assert_eq!(r.value, format!("value-{k}").into_bytes(), "{k}");
     }
     println!("40 QUORUM reads via node 1 with node 3 paused: {took:?}");
+    let address = h.cluster.address(1).expect("node 1's address").to_string();
+    let speculative = tokio::task::block_in_place(|| common::node_metrics(&address))
+        ["ringkv_speculative_reads_total"];
+    println!("node 1 asked {speculative} spare replicas");
+    assert!(speculative >= 1, "node 1 counted no speculative read");
 }

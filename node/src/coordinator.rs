@@ -534,6 +534,9 @@ impl Node {
                 Next::Speculate => {
                     if let Some(spare) = spares.next() {
                         debug!(spare, "speculative version query to a spare replica");
+                        self.stats
+                            .speculative_reads
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         ask(spare);
                         outstanding += 1;
                     }
@@ -744,6 +747,9 @@ impl Node {
                 Next::Speculate => {
                     if let Some(spare) = spares.next() {
                         debug!(spare, "speculative read of a spare replica");
+                        self.stats
+                            .speculative_reads
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         spawn_read(spare);
                         outstanding += 1;
                     }

@@ -107,6 +107,12 @@ pub fn render(node: &Node) -> String {
         &one(st.read_repairs),
     );
     metric(
+        "speculative_reads_total",
+        "counter",
+        "Spare replicas asked because a read was short of its level after 50 ms.",
+        &one(node.stats.speculative_reads.load(Ordering::Relaxed)),
+    );
+    metric(
         "anti_entropy_keys_repaired_total",
         "counter",
         "Keys repaired by anti-entropy.",

@@ -57,6 +57,9 @@ pub enum StartError {
 pub struct Stats {
     /// Stale replicas sent the newest version by read repair.
     pub read_repairs: AtomicU64,
+    /// Spare replicas asked because a read (or a LINEARIZABLE write's version query) was still
+    /// short of its level after [`crate::coordinator::SPECULATE_AFTER`].
+    pub speculative_reads: AtomicU64,
 }
 
 /// Anti-entropy counters.

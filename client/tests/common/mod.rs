@@ -392,3 +392,24 @@ impl Drop for TestCluster {
         }
     }
 }
+
+/// The counters of node `address`'s `/metrics` (served over TCP on the node's own port), by name
+/// (unlabelled samples only).
+pub fn node_metrics(address: &str) -> std::collections::BTreeMap<String, u64> {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(address).expect("connect to /metrics");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    sock.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("send request");
+    let mut text = String::new();
+    sock.read_to_string(&mut text).expect("read /metrics");
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
