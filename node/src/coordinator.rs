@@ -145,6 +145,15 @@ enum WriteAck {
 }
 
 impl Node {
+    /// Logs and counts (`ringkv_speculative_reads_total`) a spare replica asked at
+    /// [`SPECULATE_AFTER`] for a `what` ("read" or "version query").
+    fn count_speculation(&self, spare: NodeId, what: &'static str) {
+        debug!(spare, what, "speculative request to a spare replica");
+        self.stats
+            .speculative_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The key's replicas, the level's requirement, and the replicas known up — or the error
     /// reply when the level cannot be met.
     fn plan(
@@ -533,10 +542,7 @@ impl Node {
                 Next::Reply(replica, res) => (replica, res),
                 Next::Speculate => {
                     if let Some(spare) = spares.next() {
-                        debug!(spare, "speculative version query to a spare replica");
-                        self.stats
-                            .speculative_reads
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.count_speculation(spare, "version query");
                         ask(spare);
                         outstanding += 1;
                     }
@@ -746,10 +752,7 @@ impl Node {
                 Next::Reply(replica, res) => (replica, res),
                 Next::Speculate => {
                     if let Some(spare) = spares.next() {
-                        debug!(spare, "speculative read of a spare replica");
-                        self.stats
-                            .speculative_reads
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.count_speculation(spare, "read");
                         spawn_read(spare);
                         outstanding += 1;
                     }
