@@ -109,7 +109,10 @@ pub fn render(node: &Node) -> String {
     metric(
         "speculative_reads_total",
         "counter",
-        "Spare replicas asked because a read was short of its level after 50 ms.",
+        &format!(
+            "Spare replicas asked because a read was short of its level after {} ms.",
+            crate::coordinator::SPECULATE_AFTER.as_millis()
+        ),
         &one(node.stats.speculative_reads.load(Ordering::Relaxed)),
     );
     metric(
