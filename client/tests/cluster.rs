@@ -734,3 +734,90 @@ fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
             .collect()
     })
 }
+
+/// Concurrent writes leave each coordinator for each peer in batches (one replica request for
+/// every write that was waiting for that peer), and every write of every batch is stored on
+/// every replica, with the version the client was told.
+#[test]
+fn concurrent_writes_reach_the_replicas_in_batches() {
+    const PUTS: usize = 3_000;
+    const IN_FLIGHT: usize = 64;
+    let c = TestCluster::up(&["--nodes", "3", "--rf", "3"]);
+    let addresses: Vec<String> = c.nodes().into_iter().map(|n| n.1).collect();
+    let counts = || -> [u64; 2] {
+        addresses.iter().fold([0, 0], |acc, a| {
+            let m = common::node_metrics(a);
+            let get = |n: &str| {
+                *m.get(n)
+                    .unwrap_or_else(|| panic!("{n} missing at {a}: {m:?}"))
+            };
+            [
+                acc[0] + get("ringkv_replica_write_batches_total"),
+                acc[1] + get("ringkv_replica_writes_batched_total"),
+            ]
+        })
+    };
+    let before = counts();
+    let dir = client::cluster_dir::ClusterDir::new(c.dir()).expect("cluster dir");
+    let config = dir
+        .client_config(Duration::from_secs(5), None)
+        .expect("client config");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let keys: Vec<String> = (0..PUTS).map(|i| format!("batched-{i:05}")).collect();
+    let (client, versions) = runtime.block_on(async {
+        use futures::StreamExt;
+        let client = client::Client::connect(config).await.expect("connect");
+        let versions: Vec<proto::Version> = futures::stream::iter(&keys)
+            .map(|k| {
+                let client = &client;
+                async move {
+                    client
+                        .put(k.as_bytes(), k.as_bytes(), proto::Consistency::Quorum)
+                        .await
+                        .unwrap_or_else(|e| panic!("put {k}: {e}"))
+                        .version
+                }
+            })
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await;
+        (client, versions)
+    });
+    // Every replica has every write (the third replica of a QUORUM write may lag a moment).
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (key, version) in keys.iter().zip(&versions) {
+            for node in 1..=3 {
+                loop {
+                    let record = client.inspect(node, key.as_bytes()).await.expect("inspect");
+                    if record.as_ref().map(|r| r.version) == Some(*version) {
+                        assert_eq!(record.and_then(|r| r.value), Some(key.as_bytes().to_vec()));
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "node {node} has {record:?} for {key}, written as {version:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    });
+    // Counted once every replica has every write: the last batches have gone out.
+    let after = counts();
+    let (batches, writes) = (after[0] - before[0], after[1] - before[1]);
+    // With RF 3 on three nodes every coordinator is a replica and sends each write to the two
+    // others; a write goes alone only when its peer's queue is full.
+    assert!(
+        writes >= 2 * PUTS as u64 * 9 / 10,
+        "{writes} of {} replica writes went in batches",
+        2 * PUTS
+    );
+    assert!(
+        batches * 3 / 2 <= writes,
+        "{writes} replica writes in {batches} batches: no coalescing"
+    );
+}

@@ -6,6 +6,7 @@
 
 use crate::levels::{LevelError, Requirement};
 use crate::node::Node;
+use crate::replica_batcher::PeerWrite;
 use proto::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use proto::message::{ReadOpts, Receipt, WriteOpts};
 use proto::{Consistency, ErrorCode, ErrorReply, Record, Request, Response, Version};
@@ -135,7 +136,7 @@ impl ReplyWait {
 }
 
 /// How one replica write ended.
-enum WriteAck {
+pub(crate) enum WriteAck {
     /// The replica stored it (or already had something newer).
     Acked,
     /// The replica failed; a hint for it is stored here.
@@ -274,6 +275,26 @@ impl Node {
         });
         let (tx, mut rx) = mpsc::channel::<(NodeId, WriteAck)>(alive.len().max(1));
         for &replica in &alive {
+            // Another replica's write joins whatever else is queued for it (one request per
+            // batch, see `replica_batcher`); only when its queue is full is it sent alone.
+            let queued = replica != self.id
+                && match self.replica_batches.queue(
+                    self,
+                    replica,
+                    PeerWrite {
+                        key: key.clone(),
+                        record: record.clone(),
+                        op: opts.op,
+                        deadline,
+                        acks: tx.clone(),
+                    },
+                ) {
+                    Ok(()) => true,
+                    Err(_) => false,
+                };
+            if queued {
+                continue;
+            }
             let (node, key, record, tx) = (self.clone(), key.clone(), record.clone(), tx.clone());
             let op = opts.op;
             tokio::spawn(async move {

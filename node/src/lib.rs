@@ -10,6 +10,7 @@
 //!   (staging, commit, range streaming, the transition driver).
 //! - [`local_store`]: the storage engine behind a batching writer thread and the blocking pool;
 //!   keeps the Merkle trees current on every write.
+//! - [`replica_batcher`]: per-peer queues that send a coordinator's replica writes in batches.
 //! - [`op_memory`]: the bounded memory of client write op ids and their versions (safe retries).
 //! - [`hinted_handoff`]: durable hints for replicas that missed writes, and their replay.
 //! - [`anti_entropy`]: Merkle-tree comparison with other replicas, and tombstone purge.
@@ -29,3 +30,4 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod op_memory;
+pub mod replica_batcher;

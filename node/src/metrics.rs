@@ -116,6 +116,18 @@ pub fn render(node: &Node) -> String {
         &one(node.stats.speculative_reads.load(Ordering::Relaxed)),
     );
     metric(
+        "replica_write_batches_total",
+        "counter",
+        "Batches of replica writes this node sent as coordinator.",
+        &one(node.replica_batches.batches.load(Ordering::Relaxed)),
+    );
+    metric(
+        "replica_writes_batched_total",
+        "counter",
+        "Replica writes this node sent in those batches.",
+        &one(node.replica_batches.batched_writes.load(Ordering::Relaxed)),
+    );
+    metric(
         "anti_entropy_keys_repaired_total",
         "counter",
         "Keys repaired by anti-entropy.",

@@ -106,6 +106,8 @@ pub struct Node {
     pub ae_stats: AntiEntropyStats,
     /// Client write ops this node versioned or stored, with their versions (safe retries).
     pub ops: std::sync::Mutex<crate::op_memory::OpMemory>,
+    /// The queues of replica writes to each peer, sent in batches.
+    pub replica_batches: crate::replica_batcher::ReplicaBatcher,
     in_flight: AtomicU64,
     started: Instant,
 }
@@ -252,6 +254,7 @@ impl Node {
             }
             Request::ReplicaRead { key } | Request::Inspect { key } => self.replica_read(key).await,
             Request::ReplicaWriteBatch { writes } => self.replica_write_batch(writes).await,
+            Request::ReplicaWrites { writes } => self.replica_writes(writes).await,
             Request::TreeHashes {
                 range,
                 level,
@@ -329,6 +332,25 @@ impl Node {
             }
         }
         Response::ReplicaAcks { applied }
+    }
+
+    /// A coordinator's batch of client writes: each handled as a [`Request::ReplicaWrite`]
+    /// (refused alone if its version is too far ahead, otherwise applied and its op
+    /// remembered), all queued to the writer thread before any is awaited.
+    async fn replica_writes(&self, writes: Vec<proto::message::ReplicaWriteItem>) -> Response {
+        use proto::message::ReplicaWriteOutcome;
+        let outcomes = futures::future::join_all(writes.into_iter().map(|w| async move {
+            if let Err(e) = self.clock.observe(w.record.version.hlc) {
+                let err = ErrorReply::new(ErrorCode::ClockSkew, e.to_string());
+                return ReplicaWriteOutcome::Failed(err);
+            }
+            match self.apply_local(w.key, w.record, w.op).await {
+                Ok((applied, duplicate)) => ReplicaWriteOutcome::Acked { applied, duplicate },
+                Err(e) => ReplicaWriteOutcome::Failed(ErrorReply::new(ErrorCode::Internal, e)),
+            }
+        }))
+        .await;
+        Response::ReplicaWriteAcks { outcomes }
     }
 
     async fn replica_read(&self, key: Vec<u8>) -> Response {
@@ -594,6 +616,7 @@ pub async fn start(cfg: NodeConfig, engine: Arc<dyn Engine>) -> Result<RunningNo
         trees,
         ae_running: tokio::sync::Mutex::new(()),
         ae_stats: AntiEntropyStats::default(),
+        replica_batches: Default::default(),
         ops: std::sync::Mutex::new(crate::op_memory::OpMemory::new(
             crate::op_memory::DEFAULT_OPS_PER_GENERATION,
         )),

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The wire format version this build speaks. Bumped on any incompatible message change.
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 
 /// Why a frame could not be read or decoded.
 #[derive(Debug, thiserror::Error)]

@@ -128,6 +128,34 @@ pub enum Request {
     /// Client (admin): run an anti-entropy round on this node now, with every peer. With `wait`
     /// the answer comes when the round is done; without, at once (the round runs on).
     Repair { wait: bool },
+    /// Node: several client writes a coordinator had queued for this replica at once, each
+    /// handled as a [`Request::ReplicaWrite`]; answered by [`Response::ReplicaWriteAcks`], one
+    /// outcome per write, in order.
+    ReplicaWrites { writes: Vec<ReplicaWriteItem> },
+}
+
+/// One write of a [`Request::ReplicaWrites`] (the fields of a [`Request::ReplicaWrite`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaWriteItem {
+    /// The key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// The record to store if newer.
+    pub record: Record,
+    /// The client write op to remember with the record's version.
+    pub op: Option<OpId>,
+}
+
+/// How one write of a [`Request::ReplicaWrites`] ended on the replica.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ReplicaWriteOutcome {
+    /// As [`Response::ReplicaAck`].
+    Acked {
+        applied: bool,
+        duplicate: Option<Version>,
+    },
+    /// As a [`Response::Error`] to a [`Request::ReplicaWrite`].
+    Failed(ErrorReply),
 }
 
 impl Request {
@@ -145,6 +173,7 @@ impl Request {
                 | Request::ReplicaWriteBatch { .. }
                 | Request::TreeHashes { .. }
                 | Request::SyncLeaves { .. }
+                | Request::ReplicaWrites { .. }
         )
     }
 }
@@ -215,6 +244,8 @@ pub enum Response {
     RepairReport(RepairReport),
     /// The request failed.
     Error(ErrorReply),
+    /// Answer to [`Request::ReplicaWrites`]: one outcome per write, in order.
+    ReplicaWriteAcks { outcomes: Vec<ReplicaWriteOutcome> },
 }
 
 /// A client-chosen id of one logical write, the same on every retry of it.
