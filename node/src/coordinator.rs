@@ -285,6 +285,7 @@ impl Node {
                         key: key.clone(),
                         record: record.clone(),
                         op: opts.op,
+                        fingerprint,
                         deadline,
                         acks: tx.clone(),
                     },

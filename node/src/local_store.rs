@@ -30,11 +30,68 @@ struct ReadJob {
     done: ReadReply,
 }
 
-type WriteReply = oneshot::Sender<Result<Applied, String>>;
+/// Where the outcome of a write job goes.
+enum WriteReply {
+    /// One write's.
+    One(oneshot::Sender<Result<Applied, String>>),
+    /// A slice of `n` writes' (applied in one batch, in order).
+    Many(oneshot::Sender<Result<Vec<Applied>, String>>, usize),
+}
+
+impl WriteReply {
+    /// Writes this reply answers for.
+    fn writes(&self) -> usize {
+        match self {
+            WriteReply::One(_) => 1,
+            WriteReply::Many(_, n) => *n,
+        }
+    }
+
+    /// Sends the outcomes of this reply's writes, taken from the front of `applied`.
+    fn answer(self, applied: &mut impl Iterator<Item = Applied>) {
+        match self {
+            WriteReply::One(done) => {
+                if let Some(a) = applied.next() {
+                    let _ = done.send(Ok(a));
+                }
+            }
+            WriteReply::Many(done, n) => {
+                let _ = done.send(Ok(applied.take(n).collect()));
+            }
+        }
+    }
+
+    fn fail(self, msg: String) {
+        match self {
+            WriteReply::One(done) => {
+                let _ = done.send(Err(msg));
+            }
+            WriteReply::Many(done, _) => {
+                let _ = done.send(Err(msg));
+            }
+        }
+    }
+}
+
+impl Job {
+    /// Writes in this job.
+    fn writes(&self) -> usize {
+        match self {
+            Job::Write { .. } => 1,
+            Job::Writes { writes, .. } => writes.len(),
+            Job::Rebuild { .. } => 0,
+        }
+    }
+}
 
 enum Job {
     /// Apply one write.
     Write { write: Write, done: WriteReply },
+    /// Apply several writes (in the same batch).
+    Writes {
+        writes: Vec<Write>,
+        done: WriteReply,
+    },
     /// Replace the Merkle trees by trees of these ranges, built from storage a page at a time
     /// between write batches; with `adopt`, the trees of ranges the current set has are taken
     /// over instead of scanned.
@@ -128,8 +185,9 @@ impl Rebuilding {
     }
 }
 
-/// A finished batch's answers, handed to the runtime in one message.
-type Replies = Vec<(WriteReply, Result<Applied, String>)>;
+/// A finished batch's answers, handed to the runtime in one message: the replies in job order
+/// and every write's outcome in the same order (or why the batch failed).
+type Replies = (Vec<WriteReply>, Result<Vec<Applied>, String>);
 
 /// Finished batches waiting for the runtime to deliver their answers.
 const REPLY_BATCHES: usize = 64;
@@ -274,13 +332,38 @@ impl LocalStore {
         self.tx
             .send(Job::Write {
                 write: Write { key, record },
-                done,
+                done: WriteReply::One(done),
             })
             .await
             .map_err(|_| LocalStoreError::Stopped)?;
         rx.await
             .map_err(|_| LocalStoreError::Stopped)?
             .map_err(LocalStoreError::Storage)
+    }
+
+    /// Applies several writes (each as [`LocalStore::apply`]) in as few batches of the writer
+    /// thread as [`MAX_BATCH`] allows; their outcomes in order.
+    pub async fn apply_many(&self, writes: Vec<Write>) -> Result<Vec<Applied>, LocalStoreError> {
+        let mut out = Vec::with_capacity(writes.len());
+        let mut writes = writes.into_iter().peekable();
+        while writes.peek().is_some() {
+            let chunk: Vec<Write> = writes.by_ref().take(MAX_BATCH).collect();
+            let (done, rx) = oneshot::channel();
+            let n = chunk.len();
+            self.tx
+                .send(Job::Writes {
+                    writes: chunk,
+                    done: WriteReply::Many(done, n),
+                })
+                .await
+                .map_err(|_| LocalStoreError::Stopped)?;
+            out.extend(
+                rx.await
+                    .map_err(|_| LocalStoreError::Stopped)?
+                    .map_err(LocalStoreError::Storage)?,
+            );
+        }
+        Ok(out)
     }
 
     /// Reads the local record of a key, tombstones included.
@@ -335,9 +418,19 @@ fn reader(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<ReadJob>) {
 
 /// Answers every write of each finished batch (on the runtime: waking the callers is cheap).
 async fn deliver(mut rx: mpsc::Receiver<Replies>) {
-    while let Some(batch) = rx.recv().await {
-        for (done, result) in batch {
-            let _ = done.send(result);
+    while let Some((dones, result)) = rx.recv().await {
+        match result {
+            Ok(applied) => {
+                let mut applied = applied.into_iter();
+                for done in dones {
+                    done.answer(&mut applied);
+                }
+            }
+            Err(msg) => {
+                for done in dones {
+                    done.fail(msg.clone());
+                }
+            }
         }
     }
 }
@@ -397,10 +490,15 @@ fn writer(
             }
         };
         if let Some(first) = first {
+            let mut queued = first.writes();
             jobs.push(first);
-            while jobs.len() < MAX_BATCH {
+            // A job of several writes may take the batch past MAX_BATCH once, never further.
+            while queued < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
+                    Ok(j) => {
+                        queued += j.writes();
+                        jobs.push(j);
+                    }
                     Err(_) => break,
                 }
             }
@@ -410,6 +508,10 @@ fn writer(
             match j {
                 Job::Write { write, done } => {
                     writes.push(write);
+                    dones.push(done);
+                }
+                Job::Writes { writes: w, done } => {
+                    writes.extend(w);
                     dones.push(done);
                 }
                 Job::Rebuild { ranges, adopt } => {
@@ -528,10 +630,13 @@ fn apply_batch(
             // callers do not wait for it. The trees stay locked from before the answers go
             // out, so whoever reads them after seeing an answer sees that write in them.
             let stored = applied.clone();
-            let answers = dones.into_iter().zip(applied.into_iter().map(Ok)).collect();
+            debug_assert_eq!(
+                dones.iter().map(WriteReply::writes).sum::<usize>(),
+                writes.len()
+            );
             let mut trees = trees.lock().unwrap_or_else(|p| p.into_inner());
             // The runtime is gone only at shutdown; the callers then see `Stopped`.
-            let _ = replies.blocking_send(answers);
+            let _ = replies.blocking_send((dones, Ok(applied)));
             for (w, a) in writes.iter().zip(stored) {
                 if let Applied::Stored { previous } = a {
                     trees.update(&w.key, previous, Some(w.record.version));
@@ -545,9 +650,7 @@ fn apply_batch(
         }
         Err(e) => {
             error!(error = %e, batch = writes.len(), "storage batch failed");
-            let msg = e.to_string();
-            let answers = dones.into_iter().map(|d| (d, Err(msg.clone()))).collect();
-            let _ = replies.blocking_send(answers);
+            let _ = replies.blocking_send((dones, Err(e.to_string())));
         }
     }
 }
@@ -675,5 +778,51 @@ mod tests {
         assert_eq!(roots(&built), roots(&expected));
         // The kept range's tree went on counting the writes made during the rebuild.
         assert_ne!(built.tree(&r(0, q)).expect("kept").root(), kept_before);
+    }
+
+    /// Several writes given at once come back with one outcome each, in their order, also
+    /// when single writes share their batch and when there are more than one batch holds; the
+    /// trees count every stored one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_writes_at_once_are_answered_in_order() {
+        let engine: Arc<dyn Engine> = Arc::new(MemEngine::new());
+        let trees = Arc::new(Mutex::new(TreeSet::new(vec![r(0, 0)])));
+        let (store, _thread) =
+            LocalStore::start(engine.clone(), 1024, trees.clone(), false).expect("start");
+        let record = |hlc: u64| Record::value(Version { hlc, node: 1 }, hlc.to_be_bytes().to_vec());
+        let write = |i: u64, hlc: u64| Write {
+            key: format!("key-{i}").into_bytes(),
+            record: record(hlc),
+        };
+        // Keys 0..10 are stored at version 100 first; the batch then brings 0..10 older (10)
+        // and 10..2500 new, more than one writer batch holds.
+        let first: Vec<Write> = (0..10).map(|i| write(i, 100)).collect();
+        store.apply_many(first).await.expect("first");
+        let batch: Vec<Write> = (0..2_500).map(|i| write(i, 10)).collect();
+        let single = store.apply(b"single".to_vec(), record(5));
+        let (many, single) = tokio::join!(store.apply_many(batch), single);
+        let many = many.expect("many");
+        assert_eq!(many.len(), 2_500);
+        for (i, a) in many.iter().enumerate() {
+            if i < 10 {
+                assert_eq!(a, &Applied::Ignored, "key-{i} is older than what is stored");
+            } else {
+                assert_eq!(a, &Applied::Stored { previous: None }, "key-{i}");
+            }
+        }
+        assert_eq!(single.expect("single"), Applied::Stored { previous: None });
+        assert_eq!(
+            store.apply_many(Vec::new()).await.expect("none"),
+            Vec::new()
+        );
+        let stored = engine.get(b"key-3").expect("get").expect("record");
+        assert_eq!(stored.version.hlc, 100);
+        let expected = TreeSet::rebuild(engine.as_ref(), vec![r(0, 0)], 1000).expect("rebuild");
+        assert_eq!(roots(&trees.lock().unwrap()), roots(&expected));
+        assert_ne!(
+            roots(&expected),
+            roots(&TreeSet::new(vec![r(0, 0)])),
+            "the trees hold the writes"
+        );
     }
 }

@@ -300,15 +300,25 @@ impl Node {
             .await
             .map(|a| a.stored())
             .map_err(|e| e.to_string())?;
-        let earlier = remember.and_then(|(op, version, fingerprint)| {
-            let (first, first_fingerprint) = self
-                .ops
+        let earlier = remember
+            .and_then(|(op, version, fingerprint)| self.remember_op(op, version, fingerprint));
+        Ok((stored, earlier))
+    }
+
+    /// Remembers the client write `op` as stored with `version`; returns the other version it
+    /// was already remembered with for the same write, if any.
+    fn remember_op(
+        &self,
+        op: proto::message::OpId,
+        version: proto::Version,
+        fingerprint: u64,
+    ) -> Option<proto::Version> {
+        let (first, first_fingerprint) =
+            self.ops
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .record(op, version, fingerprint);
-            (first != version && first_fingerprint == fingerprint).then_some(first)
-        });
-        Ok((stored, earlier))
+        (first != version && first_fingerprint == fingerprint).then_some(first)
     }
 
     async fn replica_write_batch(&self, writes: Vec<proto::message::KeyRecord>) -> Response {
@@ -334,23 +344,59 @@ impl Node {
         Response::ReplicaAcks { applied }
     }
 
-    /// A coordinator's batch of client writes: each handled as a [`Request::ReplicaWrite`]
-    /// (refused alone if its version is too far ahead, otherwise applied and its op
-    /// remembered), all queued to the writer thread before any is awaited.
-    async fn replica_writes(&self, writes: Vec<proto::message::ReplicaWriteItem>) -> Response {
+    /// A coordinator's batch of client writes, each handled as a [`Request::ReplicaWrite`]: one
+    /// stamped too far ahead is refused alone; the others are applied in one batch of the writer
+    /// thread, and their ops remembered (under the fingerprint the coordinator computed).
+    async fn replica_writes(&self, items: Vec<proto::message::ReplicaWriteItem>) -> Response {
         use proto::message::ReplicaWriteOutcome;
-        let outcomes = futures::future::join_all(writes.into_iter().map(|w| async move {
-            if let Err(e) = self.clock.observe(w.record.version.hlc) {
-                let err = ErrorReply::new(ErrorCode::ClockSkew, e.to_string());
-                return ReplicaWriteOutcome::Failed(err);
+        let mut outcomes: Vec<Option<ReplicaWriteOutcome>> = Vec::with_capacity(items.len());
+        let mut writes = Vec::with_capacity(items.len());
+        let mut ops = Vec::with_capacity(items.len());
+        for item in items {
+            match self.clock.observe(item.record.version.hlc) {
+                Ok(_) => {
+                    outcomes.push(None);
+                    ops.push(
+                        item.op
+                            .map(|op| (op, item.record.version, item.fingerprint)),
+                    );
+                    writes.push(storage::Write {
+                        key: item.key,
+                        record: item.record,
+                    });
+                }
+                Err(e) => {
+                    let err = ErrorReply::new(ErrorCode::ClockSkew, e.to_string());
+                    outcomes.push(Some(ReplicaWriteOutcome::Failed(err)));
+                }
             }
-            match self.apply_local(w.key, w.record, w.op).await {
-                Ok((applied, duplicate)) => ReplicaWriteOutcome::Acked { applied, duplicate },
-                Err(e) => ReplicaWriteOutcome::Failed(ErrorReply::new(ErrorCode::Internal, e)),
+        }
+        let mut results = match self.store.apply_many(writes).await {
+            Ok(applied) => applied
+                .into_iter()
+                .zip(ops)
+                .map(|(applied, op)| ReplicaWriteOutcome::Acked {
+                    applied: applied.stored(),
+                    duplicate: op.and_then(|(op, v, f)| self.remember_op(op, v, f)),
+                })
+                .collect::<Vec<_>>()
+                .into_iter(),
+            Err(e) => {
+                let err = ErrorReply::new(ErrorCode::Internal, e.to_string());
+                vec![ReplicaWriteOutcome::Failed(err); ops.len()].into_iter()
             }
-        }))
-        .await;
-        Response::ReplicaWriteAcks { outcomes }
+        };
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| o.or_else(|| results.next()))
+            .collect::<Option<Vec<_>>>();
+        match outcomes {
+            Some(outcomes) => Response::ReplicaWriteAcks { outcomes },
+            None => Response::Error(ErrorReply::new(
+                ErrorCode::Internal,
+                "storage answered fewer writes than it was given",
+            )),
+        }
     }
 
     async fn replica_read(&self, key: Vec<u8>) -> Response {

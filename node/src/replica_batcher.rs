@@ -39,6 +39,8 @@ pub(crate) struct PeerWrite {
     pub(crate) record: Record,
     /// The client's op id.
     pub(crate) op: Option<OpId>,
+    /// The write's `op_fingerprint` (0 without `op`).
+    pub(crate) fingerprint: u64,
     /// When the coordinator stops waiting for it.
     pub(crate) deadline: Instant,
     /// Where the outcome goes (the coordinator's collection of acks).
@@ -145,6 +147,7 @@ async fn send(node: &Arc<Node>, peer: NodeId, batch: Vec<PeerWrite>) {
             key: w.key.to_vec(),
             record: w.record.clone(),
             op: w.op,
+            fingerprint: w.fingerprint,
         })
         .collect();
     let outcomes = match node

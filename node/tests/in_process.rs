@@ -23,6 +23,8 @@ struct Cluster {
     nodes: Vec<Option<RunningNode>>,
     engines: Vec<Arc<MemEngine>>,
     pool: Pool,
+    /// A pool with a node certificate (of no member), for replica requests.
+    node_pool: Pool,
 }
 
 fn free_port() -> u16 {
@@ -100,6 +102,11 @@ impl Cluster {
             client_endpoint(&client).expect("endpoint"),
             Duration::from_secs(1),
         );
+        let peer = issue(&ca, "test", Role::Node, "node-99").expect("node cert");
+        let node_pool = Pool::new(
+            client_endpoint(&peer).expect("endpoint"),
+            Duration::from_secs(1),
+        );
         let engines: Vec<Arc<MemEngine>> =
             configs.iter().map(|_| Arc::new(MemEngine::new())).collect();
         let mut c = Cluster {
@@ -108,6 +115,7 @@ impl Cluster {
             nodes: Vec::new(),
             engines,
             pool,
+            node_pool,
         };
         for i in 0..c.configs.len() {
             let n = c.boot(i).await;
@@ -883,4 +891,120 @@ async fn receipts_name_the_replicas_that_acked_and_those_hinted() {
             .1
             .is_none()
     );
+}
+
+/// A coordinator's batch of replica writes: each write has its own outcome, in order. One stamped
+/// too far ahead is refused alone (`ClockSkew`); an older one is acknowledged but not applied;
+/// the ops are remembered under the coordinator's fingerprints. Clients may not send batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_replica_writes_is_answered_write_by_write() {
+    use proto::message::{OpId, ReplicaWriteItem, ReplicaWriteOutcome};
+    use proto::{Record, Version};
+    let c = Cluster::start(&["dc1", "dc1", "dc1"], Replication::Simple { rf: 3 }).await;
+    let now_hlc = || {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_millis() as u64;
+        ms << proto::version::HLC_LOGICAL_BITS
+    };
+    let item = |key: &str, hlc: u64, op: Option<OpId>, fingerprint: u64| ReplicaWriteItem {
+        key: key.as_bytes().to_vec(),
+        record: Record::value(
+            Version { hlc, node: 7 },
+            format!("{key}@{hlc}").into_bytes(),
+        ),
+        op,
+        fingerprint,
+    };
+    let at = c.configs[0].members[0].address;
+    async fn call(pool: &Pool, at: SocketAddr, writes: Vec<ReplicaWriteItem>) -> Response {
+        pool.call(
+            at,
+            Request::ReplicaWrites { writes },
+            Duration::from_secs(3),
+        )
+        .await
+        .expect("transport")
+    }
+    let now = now_hlc();
+    let stored = call(&c.node_pool, at, vec![item("older", now, None, 0)]).await;
+    assert!(
+        matches!(&stored, Response::ReplicaWriteAcks { outcomes } if outcomes.len() == 1),
+        "{stored:?}"
+    );
+    let ahead = now + (60_000 << proto::version::HLC_LOGICAL_BITS);
+    let resp = call(
+        &c.node_pool,
+        at,
+        vec![
+            item("new", now, Some(42), 4242),
+            item("ahead", ahead, None, 0),
+            item("older", now - 1, None, 0),
+        ],
+    )
+    .await;
+    let Response::ReplicaWriteAcks { outcomes } = &resp else {
+        panic!("{resp:?}")
+    };
+    assert_eq!(
+        outcomes[0],
+        ReplicaWriteOutcome::Acked {
+            applied: true,
+            duplicate: None
+        }
+    );
+    assert!(
+        matches!(&outcomes[1], ReplicaWriteOutcome::Failed(e) if e.code == ErrorCode::ClockSkew),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[2],
+        ReplicaWriteOutcome::Acked {
+            applied: false,
+            duplicate: None
+        }
+    );
+    assert_eq!(outcomes.len(), 3);
+    let engine = &c.engines[0];
+    assert_eq!(
+        engine.get(b"new").expect("get").map(|r| r.version.hlc),
+        Some(now)
+    );
+    assert_eq!(engine.get(b"ahead").expect("get"), None);
+    assert_eq!(
+        engine.get(b"older").expect("get").map(|r| r.version.hlc),
+        Some(now)
+    );
+    // The op is remembered with the fingerprint the batch carried.
+    let lookup = |fingerprint| Request::OpLookup {
+        op: 42,
+        fingerprint,
+    };
+    let found = c
+        .node_pool
+        .call(at, lookup(4242), Duration::from_secs(3))
+        .await;
+    assert_eq!(
+        found.expect("lookup"),
+        Response::OpVersion {
+            version: Some(Version { hlc: now, node: 7 }),
+            conflict: false
+        }
+    );
+    let other = c
+        .node_pool
+        .call(at, lookup(1), Duration::from_secs(3))
+        .await;
+    assert!(
+        matches!(
+            other.expect("lookup"),
+            Response::OpVersion { conflict: true, .. }
+        ),
+        "another fingerprint is a conflict"
+    );
+    // A client certificate may not send replica writes.
+    let refused = call(&c.pool, at, vec![item("client", now, None, 0)]).await;
+    assert_eq!(code(&refused), Some(ErrorCode::Unauthorized), "{refused:?}");
+    assert_eq!(engine.get(b"client").expect("get"), None);
 }

@@ -144,6 +144,8 @@ pub struct ReplicaWriteItem {
     pub record: Record,
     /// The client write op to remember with the record's version.
     pub op: Option<OpId>,
+    /// The write's [`op_fingerprint`] (computed once by the coordinator; 0 without `op`).
+    pub fingerprint: u64,
 }
 
 /// How one write of a [`Request::ReplicaWrites`] ended on the replica.
