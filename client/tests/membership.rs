@@ -569,3 +569,35 @@ async fn concurrent_changes_sent_to_different_nodes_are_all_staged() {
         }
     }
 }
+
+/// A node that cannot reach a majority of the ring's members refuses membership changes
+/// (exit 4, nothing staged): in a partition only the majority side may change the ring, so two
+/// sides cannot each stage a change of their own. Once a majority is back, changes are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_needs_a_majority_of_the_members() {
+    let h = start("").await;
+    let dir = h.cluster.dir().root().to_path_buf();
+    // One of three down: two of three is a majority.
+    h.cluster
+        .stop_node(3, StopSignal::Kill)
+        .expect("kill node 3");
+    h.wait_seen(3, false).await;
+    let (code, out) = cli(&dir, &["cluster", "leave", "2", "--json"]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, _) = cli(&dir, &["cluster", "clear"]).await;
+    assert_eq!(code, 0);
+    // Two of three down: node 1 alone is a minority.
+    h.cluster
+        .stop_node(2, StopSignal::Kill)
+        .expect("kill node 2");
+    let (code, _) = cli(&dir, &["cluster", "leave", "3"]).await;
+    assert_eq!(code, 4, "a minority must refuse the change");
+    let (code, out) = cli(&dir, &["cluster", "plan", "--json"]).await;
+    assert_eq!(code, 0, "{out}");
+    let plan: serde_json::Value = serde_json::from_str(&out).expect("plan json");
+    assert_eq!(plan["ring"]["staged"], serde_json::json!([]), "{plan:#}");
+    // With node 2 back, a majority answers again.
+    h.cluster.start_node(2).expect("start node 2");
+    let (code, out) = cli(&dir, &["cluster", "leave", "3"]).await;
+    assert_eq!(code, 0, "{out}");
+}

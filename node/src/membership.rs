@@ -1201,6 +1201,51 @@ impl Node {
             .unwrap_or(self.id)
     }
 
+    /// Exchanges gossip with every other member of the current ring and succeeds when a majority
+    /// of its members (this node included, if it is one) answered. A change is served only
+    /// then: during a partition the side without a majority cannot change the ring, so the
+    /// two sides cannot each make a change of their own that one of them would lose when the
+    /// partition heals (each side would otherwise pick its own admin node).
+    async fn reach_a_majority(self: &Arc<Self>) -> Result<(), String> {
+        let members: Vec<NodeId> = self
+            .members
+            .state()
+            .members
+            .iter()
+            .map(|m| m.member.id)
+            .collect();
+        if members.is_empty() {
+            return Ok(());
+        }
+        let view = self.view();
+        let asks = members
+            .iter()
+            .filter(|id| **id != self.id)
+            .filter_map(|id| view.addrs.get(id).copied())
+            .map(|addr| {
+                let node = self.clone();
+                // Once more after a failure: the pool may have held a connection to a process
+                // that has since restarted, which the first call finds closed.
+                async move {
+                    node.exchange(addr).await.is_ok() || node.exchange(addr).await.is_ok()
+                }
+            });
+        let answered = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
+            + usize::from(members.contains(&self.id));
+        if answered * 2 > members.len() {
+            Ok(())
+        } else {
+            Err(format!(
+                "only {answered} of the ring's {} members answered; a membership change needs a majority of them (is the cluster partitioned?)",
+                members.len()
+            ))
+        }
+    }
+
     /// Serves a membership operation sent by a client: `Show` here; a change at the admin node
     /// (see [`Node::admin_node`]), forwarded when that is another node. A forward that fails is
     /// reported, not served here: it may have been applied there (a timeout), and serving it
@@ -1233,7 +1278,11 @@ impl Node {
         let _one_at_a_time = if matches!(op, MembershipOp::Show) {
             None
         } else {
-            Some(self.members.admin.lock().await)
+            let guard = self.members.admin.lock().await;
+            if let Err(e) = self.reach_a_majority().await {
+                return Response::Error(ErrorReply::new(ErrorCode::Unavailable, e));
+            }
+            Some(guard)
         };
         let result: Result<(), String> = match op {
             MembershipOp::Show => Ok(()),
