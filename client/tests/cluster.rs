@@ -614,6 +614,19 @@ fn restart_keeps_data() {
     }
 }
 
+/// A single-threaded runtime for a test's client, and the cluster's client configuration.
+fn client_runtime(c: &TestCluster) -> (tokio::runtime::Runtime, client::ClientConfig) {
+    let dir = client::cluster_dir::ClusterDir::new(c.dir()).expect("cluster dir");
+    let config = dir
+        .client_config(Duration::from_secs(5), None)
+        .expect("client config");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    (runtime, config)
+}
+
 /// Per node: how much `ringkv_wal_syncs_total`, `ringkv_storage_batches_total` and
 /// `ringkv_storage_writes_total` grew while `count` sequential QUORUM puts ran (waiting until
 /// every replica stored them), and how long that took.
@@ -636,14 +649,7 @@ fn sync_counts_over_puts(c: &TestCluster, count: usize) -> (Vec<[u64; 3]>, Durat
             })
             .collect()
     };
-    let dir = client::cluster_dir::ClusterDir::new(c.dir()).expect("cluster dir");
-    let config = dir
-        .client_config(Duration::from_secs(5), None)
-        .expect("client config");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (runtime, config) = client_runtime(c);
     let started = Instant::now();
     let before = sample();
     runtime.block_on(async {
@@ -758,14 +764,7 @@ fn concurrent_writes_reach_the_replicas_in_batches() {
         })
     };
     let before = counts();
-    let dir = client::cluster_dir::ClusterDir::new(c.dir()).expect("cluster dir");
-    let config = dir
-        .client_config(Duration::from_secs(5), None)
-        .expect("client config");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (runtime, config) = client_runtime(&c);
     let keys: Vec<String> = (0..PUTS).map(|i| format!("batched-{i:05}")).collect();
     let (client, versions) = runtime.block_on(async {
         use futures::StreamExt;

@@ -1158,9 +1158,7 @@ impl Node {
         let members: Vec<NodeId> = self
             .members
             .state()
-            .members
-            .iter()
-            .map(|m| m.member.id)
+            .member_ids()
             .filter(|id| *id != self.id && !newcomers.contains(id) && self.detector.is_up(*id))
             .collect();
         let deadline = until.min(Instant::now() + Duration::from_secs(1));
@@ -1193,9 +1191,7 @@ impl Node {
     fn admin_node(&self) -> NodeId {
         self.members
             .state()
-            .members
-            .iter()
-            .map(|m| m.member.id)
+            .member_ids()
             .filter(|id| self.detector.is_up(*id))
             .min()
             .unwrap_or(self.id)
@@ -1207,13 +1203,7 @@ impl Node {
     /// two sides cannot each make a change of their own that one of them would lose when the
     /// partition heals (each side would otherwise pick its own admin node).
     async fn reach_a_majority(self: &Arc<Self>) -> Result<(), String> {
-        let members: Vec<NodeId> = self
-            .members
-            .state()
-            .members
-            .iter()
-            .map(|m| m.member.id)
-            .collect();
+        let members: Vec<NodeId> = self.members.state().member_ids().collect();
         if members.is_empty() {
             return Ok(());
         }

@@ -67,6 +67,11 @@ impl RingState {
             .collect()
     }
 
+    /// Ids of the current ring's members, in member order.
+    pub fn member_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members.iter().map(|m| m.member.id)
+    }
+
     /// Ids of the current and next rings' members and of the nodes staged to join, sorted,
     /// distinct: the nodes to heartbeat (a staged newcomer is watched before the commit, so
     /// every node sees it up when writes start to need it).
