@@ -278,21 +278,21 @@ impl Node {
             // Another replica's write joins whatever else is queued for it (one request per
             // batch, see `replica_batcher`); only when its queue is full is it sent alone.
             let queued = replica != self.id
-                && match self.replica_batches.queue(
-                    self,
-                    replica,
-                    PeerWrite {
-                        key: key.clone(),
-                        record: record.clone(),
-                        op: opts.op,
-                        fingerprint,
-                        deadline,
-                        acks: tx.clone(),
-                    },
-                ) {
-                    Ok(()) => true,
-                    Err(_) => false,
-                };
+                && self
+                    .replica_batches
+                    .queue(
+                        self,
+                        replica,
+                        PeerWrite {
+                            key: key.clone(),
+                            record: record.clone(),
+                            op: opts.op,
+                            fingerprint,
+                            deadline,
+                            acks: tx.clone(),
+                        },
+                    )
+                    .is_ok();
             if queued {
                 continue;
             }
