@@ -327,21 +327,19 @@ impl Node {
                 return Response::Error(ErrorReply::new(ErrorCode::ClockSkew, e.to_string()));
             }
         }
-        // Queue them all before awaiting any, so the writer thread applies them as one batch.
-        let pending: Vec<_> = writes
+        let writes = writes
             .into_iter()
-            .map(|w| self.store.apply(w.key, w.record))
+            .map(|w| storage::Write {
+                key: w.key,
+                record: w.record,
+            })
             .collect();
-        let mut applied = Vec::with_capacity(pending.len());
-        for res in futures::future::join_all(pending).await {
-            match res {
-                Ok(a) => applied.push(a.stored()),
-                Err(e) => {
-                    return Response::Error(ErrorReply::new(ErrorCode::Internal, e.to_string()))
-                }
-            }
+        match self.store.apply_many(writes).await {
+            Ok(applied) => Response::ReplicaAcks {
+                applied: applied.iter().map(|a| a.stored()).collect(),
+            },
+            Err(e) => Response::Error(ErrorReply::new(ErrorCode::Internal, e.to_string())),
         }
-        Response::ReplicaAcks { applied }
     }
 
     /// A coordinator's batch of client writes, each handled as a [`Request::ReplicaWrite`]: one
