@@ -1,8 +1,10 @@
 //! Request coordination: any node takes a client's put, delete or get, finds the key's replicas
 //! on the ring, checks the consistency level can be met by replicas known up (else
 //! `Unavailable`, nothing sent), sends to them in parallel and answers as soon as the level is
-//! met (else `Timeout`, saying how many answered). Each replica request runs in its own task, so a
-//! slow replica still receives the write after the client has its answer.
+//! met (else `Timeout`, saying how many answered). Writes to other replicas leave in per-peer
+//! batches (`replica_batcher`) or, for reads, in tasks of their own, so a slow replica still
+//! receives the write after the client has its answer; the coordinator's own copy of a write is
+//! stored on the request's task and handed to a task of its own only if the request ends first.
 
 use crate::levels::{LevelError, Requirement};
 use crate::node::Node;
@@ -274,25 +276,33 @@ impl Node {
             })
         });
         let (tx, mut rx) = mpsc::channel::<(NodeId, WriteAck)>(alive.len().max(1));
-        for &replica in &alive {
+        // This node's own copy is written on this task, while it waits for the other replicas'
+        // acks: no task, no channel message and no wake-up of its own. Should the wait end
+        // first, it is handed to a task of its own after all (below), so it still completes.
+        let mut local = alive.contains(&self.id).then(|| {
+            Box::pin(
+                self.clone()
+                    .local_copy(key.clone(), record.clone(), opts.op, fingerprint),
+            )
+        });
+        for &replica in alive.iter().filter(|&&r| r != self.id) {
             // Another replica's write joins whatever else is queued for it (one request per
             // batch, see `replica_batcher`); only when its queue is full is it sent alone.
-            let queued = replica != self.id
-                && self
-                    .replica_batches
-                    .queue(
-                        self,
-                        replica,
-                        PeerWrite {
-                            key: key.clone(),
-                            record: record.clone(),
-                            op: opts.op,
-                            fingerprint,
-                            deadline,
-                            acks: tx.clone(),
-                        },
-                    )
-                    .is_ok();
+            let queued = self
+                .replica_batches
+                .queue(
+                    self,
+                    replica,
+                    PeerWrite {
+                        key: key.clone(),
+                        record: record.clone(),
+                        op: opts.op,
+                        fingerprint,
+                        deadline,
+                        acks: tx.clone(),
+                    },
+                )
+                .is_ok();
             if queued {
                 continue;
             }
@@ -338,10 +348,34 @@ impl Node {
             return written(&acked, &hinted, &failed, receipt);
         }
         let mut failures = Vec::new();
-        let deadline_tokio = tokio::time::Instant::from_std(deadline);
-        while let Ok(Some((replica, res))) =
-            tokio::time::timeout_at(deadline_tokio, rx.recv()).await
-        {
+        let expired = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+        tokio::pin!(expired);
+        let mut others_open = true;
+        // `Some` once the level is met, `None` when the deadline passes or no ack can come.
+        let done = loop {
+            if local.is_none() && !others_open {
+                break None;
+            }
+            let (replica, res) = tokio::select! {
+                biased;
+                res = async {
+                    match local.as_mut() {
+                        Some(copy) => copy.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    local = None;
+                    (self.id, res)
+                }
+                next = rx.recv(), if others_open => match next {
+                    Some(ack) => ack,
+                    None => {
+                        others_open = false;
+                        continue;
+                    }
+                },
+                () = &mut expired => break None,
+            };
             match res {
                 WriteAck::Acked => {
                     acked.push(replica);
@@ -350,13 +384,13 @@ impl Node {
                     // coordinator, which reads itself first, then sees the write.
                     let local_done = !alive.contains(&self.id) || acked.contains(&self.id);
                     if req.met_by(&acked) && local_done {
-                        return written(&acked, &hinted, &failed, receipt);
+                        break Some(());
                     }
                 }
                 // ANY counts a durable hint as the write being stored; no other level does.
                 WriteAck::Hinted(_) if level == Consistency::Any => {
                     hinted.push(replica);
-                    return written(&acked, &hinted, &failed, receipt);
+                    break Some(());
                 }
                 WriteAck::Hinted(e) => {
                     hinted.push(replica);
@@ -367,6 +401,12 @@ impl Node {
                     failures.push(format!("node {replica}: {e}"));
                 }
             }
+        };
+        if let Some(copy) = local.take() {
+            tokio::spawn(copy);
+        }
+        if done.is_some() {
+            return written(&acked, &hinted, &failed, receipt);
         }
         let detail = failure_detail(&failures);
         let mut reply = counted_reply(
@@ -649,6 +689,23 @@ impl Node {
             Response::ReplicaAck { duplicate, .. } => Ok(duplicate),
             Response::Error(e) => Err(e.to_string()),
             other => Err(format!("unexpected reply {other:?}")),
+        }
+    }
+
+    /// This node's copy of a write it coordinates: stored locally (the op remembered under the
+    /// `fingerprint` the coordinator computed), or hinted for this node if that fails.
+    async fn local_copy(
+        self: Arc<Self>,
+        key: Arc<Vec<u8>>,
+        record: Record,
+        op: Option<proto::message::OpId>,
+        fingerprint: u64,
+    ) -> WriteAck {
+        let op = op.map(|op| (op, fingerprint));
+        match self.apply_local_as(key.to_vec(), record.clone(), op).await {
+            Ok(_) => WriteAck::Acked,
+            Err(e) if self.store_hint(self.id, key.to_vec(), record).await => WriteAck::Hinted(e),
+            Err(e) => WriteAck::Failed(e),
         }
     }
 
