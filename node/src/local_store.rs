@@ -4,9 +4,10 @@
 //! first to [`Engine::get_cached`], which answers from memtables and the block cache without
 //! touching the disk, right on the calling task; what needs the disk goes to one reader thread,
 //! which drains its queue and looks up every queued key in one [`Engine::get_many`] (a RocksDB
-//! MultiGet), so a burst of reads costs one thread wake-up, not one per read. The writer thread
-//! runs as `SCHED_BATCH`: waking it never preempts the runtime thread that queued the write, so
-//! the runtime finishes its pass (queueing more writes) before the writer takes the batch.
+//! MultiGet), so a burst of reads costs one thread wake-up, not one per read. Both threads keep
+//! the normal scheduling policy: every write waits for the writer, so a writer that waited for
+//! a core (as `SCHED_BATCH` did) made the tail latency of writes worse (ARCHITECTURE.md,
+//! Performance, item 11).
 
 use proto::Record;
 use ring::TokenRange;
@@ -268,9 +269,6 @@ impl LocalStore {
         let handle = std::thread::Builder::new()
             .name("storage-writer".into())
             .spawn(move || {
-                if let Err(e) = no_wakeup_preemption() {
-                    tracing::warn!(error = %e, "storage writer keeps the normal scheduling policy");
-                }
                 writer(e, rx, replies, trees, st, synced, rb, runtime);
                 let _ = reader_thread.join();
             })?;
@@ -433,32 +431,6 @@ async fn deliver(mut rx: mpsc::Receiver<Replies>) {
             }
         }
     }
-}
-
-/// Puts the calling thread under `SCHED_BATCH`, Linux's policy for threads that do not need to
-/// run the moment they are woken: such a thread does not preempt the thread that woke it, it
-/// waits for a free core or the end of the running thread's slice. Every replica write wakes the
-/// storage writer; as a normal thread it preempted the runtime thread right at the wake-up (on
-/// two cores it usually shares one) and took a batch of one write, then the next write woke it
-/// again. Measured at 12,500 QUORUM writes/s on the 2-core machine (3 nodes, a fresh cluster per
-/// run, 11 interleaved pairs): node CPU per write 92.7 µs on average against 99.8 µs, lower in 9
-/// of the 11 pairs; no change in a closed loop. Needs no privilege.
-#[cfg(target_os = "linux")]
-fn no_wakeup_preemption() -> std::io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid sched_param that outlives the call, which only reads it; pid 0
-    // is the calling thread.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn no_wakeup_preemption() -> std::io::Result<()> {
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -669,65 +641,6 @@ mod tests {
         set.ranges()
             .map(|r| (*r, set.tree(r).expect("tree").root()))
             .collect()
-    }
-
-    /// The scheduling policy (`SCHED_OTHER` 0, `SCHED_BATCH` 3) of every live thread of this
-    /// process named `name`.
-    #[cfg(target_os = "linux")]
-    fn policies_of_threads_named(name: &str) -> Vec<u32> {
-        let mut out = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task")
-            .expect("tasks")
-            .flatten()
-        {
-            let path = task.path();
-            // A thread of another test may end while this one looks: skip what is gone.
-            let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
-                continue;
-            };
-            if comm.trim_end() != name {
-                continue;
-            }
-            let Ok(sched) = std::fs::read_to_string(path.join("sched")) else {
-                continue;
-            };
-            let policy = sched
-                .lines()
-                .find(|l| l.starts_with("policy"))
-                .and_then(|l| l.split(':').nth(1))
-                .and_then(|v| v.trim().parse().ok())
-                .expect("a policy line in /proc/self/task/*/sched");
-            out.push(policy);
-        }
-        out
-    }
-
-    /// The storage writer runs as `SCHED_BATCH`, so waking it does not preempt the runtime
-    /// thread that queued the write; the reader keeps the normal policy.
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn the_storage_writer_does_not_preempt_whoever_wakes_it() {
-        let engine: Arc<dyn Engine> = Arc::new(MemEngine::new());
-        let trees = Arc::new(Mutex::new(TreeSet::new(vec![r(0, 0)])));
-        let (store, _thread) = LocalStore::start(engine, 16, trees, false).expect("start");
-        // Once a write has been answered the writer has set its policy.
-        let v = Version { hlc: 1, node: 1 };
-        store
-            .apply(b"k".to_vec(), Record::value(v, b"v".to_vec()))
-            .await
-            .expect("apply");
-        let writers = policies_of_threads_named("storage-writer");
-        assert!(!writers.is_empty(), "no storage-writer thread found");
-        assert!(
-            writers.iter().all(|&p| p == libc::SCHED_BATCH as u32),
-            "storage-writer policies: {writers:?}"
-        );
-        let readers = policies_of_threads_named("storage-reader");
-        assert!(!readers.is_empty(), "no storage-reader thread found");
-        assert!(
-            readers.iter().all(|&p| p == libc::SCHED_OTHER as u32),
-            "storage-reader policies: {readers:?}"
-        );
     }
 
     /// A ring change: the trees of ranges kept are taken over, new ranges are scanned, and
