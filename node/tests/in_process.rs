@@ -415,6 +415,49 @@ async fn local_and_each_quorum_follow_datacenters() {
     );
 }
 
+/// A coordinator's own copy of a write is stored even when the request ends first. Node 1's
+/// storage stops answering and its writer's queue holds one write, so the copies of the six
+/// writes it coordinates wait (at most two in the writer, one queued, the others waiting to be
+/// queued) and every write times out at ONE, which waits for the coordinator's own copy. Once
+/// the storage answers again, node 1 holds all six: the copies still waiting to be queued were
+/// handed to tasks of their own when their requests ended, not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinators_own_copy_outlives_the_request() {
+    let mut c = Cluster::start(&["dc1", "dc1", "dc1"], Replication::Simple { rf: 3 }).await;
+    c.configs[0].limits.write_queue = 1;
+    c.stop(0).await;
+    c.restart(0).await;
+    c.engines[0].hold_writes();
+    let keys = ["held-1", "held-2", "held-3", "held-4", "held-5", "held-6"];
+    let replies = futures::future::join_all(
+        keys.iter()
+            .map(|k| c.call(0, put(k, "v", Consistency::One))),
+    )
+    .await;
+    for r in &replies {
+        assert_eq!(code(r), Some(ErrorCode::Timeout), "{r:?}");
+    }
+    for k in keys {
+        for i in 1..3 {
+            assert!(local(&c, i, k).is_some(), "node {} lacks {k}", i + 1);
+        }
+        assert!(local(&c, 0, k).is_none(), "node 1 stored {k} while held");
+    }
+    c.engines[0].resume_writes();
+    let mut missing = keys.to_vec();
+    for _ in 0..100 {
+        missing.retain(|k| local(&c, 0, k).is_none());
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        missing.is_empty(),
+        "node 1 never stored its own copy of {missing:?}"
+    );
+}
+
 fn local(c: &Cluster, i: usize, key: &str) -> Option<proto::Record> {
     c.engines[i].get(key.as_bytes()).expect("get")
 }

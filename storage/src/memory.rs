@@ -12,7 +12,7 @@ use proto::{Record, Version};
 use ring::{NodeId, TokenRange};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[derive(Default)]
 struct Inner {
@@ -28,12 +28,35 @@ struct Inner {
 #[derive(Default)]
 pub struct MemEngine {
     inner: RwLock<Inner>,
+    /// Whether [`Engine::apply`] waits (see [`MemEngine::hold_writes`]).
+    held: Mutex<bool>,
+    resumed: Condvar,
 }
 
 impl MemEngine {
     /// An empty engine.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes every [`Engine::apply`] wait until [`MemEngine::resume_writes`], as a storage
+    /// device that stopped answering would (for tests of a stalled storage writer). Reads and
+    /// everything else go on.
+    pub fn hold_writes(&self) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+
+    /// Lets held and later writes through.
+    pub fn resume_writes(&self) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.resumed.notify_all();
+    }
+
+    fn wait_while_held(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        while *held {
+            held = self.resumed.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     // A panic while holding the lock cannot leave the maps half-updated in a way that breaks
@@ -69,6 +92,7 @@ impl Engine for MemEngine {
     }
 
     fn apply(&self, writes: &[Write]) -> Result<Vec<Applied>, StorageError> {
+        self.wait_while_held();
         let mut inner = self.write();
         let mut applied = Vec::with_capacity(writes.len());
         for w in writes {
