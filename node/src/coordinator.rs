@@ -2,9 +2,11 @@
 //! on the ring, checks the consistency level can be met by replicas known up (else
 //! `Unavailable`, nothing sent), sends to them in parallel and answers as soon as the level is
 //! met (else `Timeout`, saying how many answered). Writes to other replicas leave in per-peer
-//! batches (`replica_batcher`) or, for reads, in tasks of their own, so a slow replica still
-//! receives the write after the client has its answer; the coordinator's own copy of a write is
-//! stored on the request's task and handed to a task of its own only if the request ends first.
+//! batches (`replica_batcher`), so a slow replica still receives the write after the client has
+//! its answer; the coordinator's own copy of a write is stored on the request's task and handed
+//! to a task of its own only if the request ends first. A read's replica requests (and a
+//! LINEARIZABLE write's version queries) run on the request's task too, and those still out
+//! when it answers are dropped.
 
 use crate::levels::{LevelError, Requirement};
 use crate::node::Node;
@@ -108,31 +110,46 @@ enum Next<T> {
 }
 
 /// The waiting of a read (or a LINEARIZABLE write's version query) on its replicas: replies
-/// until the deadline, with one [`Next::Speculate`] at [`SPECULATE_AFTER`].
+/// until the deadline, with one [`Next::Speculate`] at [`SPECULATE_AFTER`], under one timer.
 struct ReplyWait {
     deadline: tokio::time::Instant,
     speculate_at: Option<tokio::time::Instant>,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl ReplyWait {
     fn new(deadline: Instant) -> ReplyWait {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let speculate_at = tokio::time::Instant::now() + SPECULATE_AFTER;
         ReplyWait {
-            deadline: tokio::time::Instant::from_std(deadline),
-            speculate_at: Some(tokio::time::Instant::now() + SPECULATE_AFTER),
+            deadline,
+            speculate_at: Some(speculate_at),
+            timer: Box::pin(tokio::time::sleep_until(speculate_at.min(deadline))),
         }
     }
 
-    async fn next<T>(&mut self, rx: &mut mpsc::Receiver<ReplicaResult<T>>) -> Next<T> {
-        let until = self
-            .speculate_at
-            .map_or(self.deadline, |at| at.min(self.deadline));
-        match tokio::time::timeout_at(until, rx.recv()).await {
-            Ok(Some((replica, res))) => Next::Reply(replica, res),
-            Ok(None) => Next::Done,
-            Err(_) if self.speculate_at.take().is_some() && until < self.deadline => {
-                Next::Speculate
+    /// The next reply among the replica requests in `replies` (driven here, on the request's
+    /// task), or what the timer says.
+    async fn next<T>(
+        &mut self,
+        replies: &mut (impl futures::Stream<Item = ReplicaResult<T>> + Unpin),
+    ) -> Next<T> {
+        use futures::StreamExt;
+        tokio::select! {
+            biased;
+            reply = replies.next() => match reply {
+                Some((replica, res)) => Next::Reply(replica, res),
+                None => Next::Done,
+            },
+            () = &mut self.timer => {
+                if self.speculate_at.take().is_some() && self.timer.deadline() < self.deadline {
+                    let deadline = self.deadline;
+                    self.timer.as_mut().reset(deadline);
+                    Next::Speculate
+                } else {
+                    Next::Done
+                }
             }
-            Err(_) => Next::Done,
         }
     }
 }
@@ -585,27 +602,27 @@ impl Node {
         let preference = self.read_preference(alive);
         let first = req.choose(&preference);
         let mut spares = preference.into_iter().filter(|r| !first.contains(r));
-        let (tx, mut rx) = mpsc::channel::<ReplicaResult<Option<Version>>>(alive.len().max(1));
-        let ask = |replica: NodeId| {
-            let (node, key, tx) = (self.clone(), key.clone(), tx.clone());
-            tokio::spawn(async move {
-                let res = node.version_at(replica, key.to_vec(), deadline).await;
-                let _ = tx.send((replica, res)).await;
-            });
+        // The queries run on this task; those still out when it returns are dropped.
+        let mut queries = futures::stream::FuturesUnordered::new();
+        let ask = |replica: NodeId| async move {
+            (
+                replica,
+                self.version_at(replica, key.to_vec(), deadline).await,
+            )
         };
         let mut outstanding = first.len();
-        first.iter().for_each(|r| ask(*r));
+        first.iter().for_each(|r| queries.push(ask(*r)));
         let mut answered = Vec::new();
         let mut highest = None;
         let mut failures = Vec::new();
         let mut waiting = ReplyWait::new(deadline);
         while outstanding > 0 {
-            let (replica, res) = match waiting.next(&mut rx).await {
+            let (replica, res) = match waiting.next(&mut queries).await {
                 Next::Reply(replica, res) => (replica, res),
                 Next::Speculate => {
                     if let Some(spare) = spares.next() {
                         self.count_speculation(spare, "version query");
-                        ask(spare);
+                        queries.push(ask(spare));
                         outstanding += 1;
                     }
                     continue;
@@ -624,7 +641,7 @@ impl Node {
                 Err(e) => {
                     failures.push(format!("node {replica}: {e}"));
                     if let Some(spare) = spares.next() {
-                        ask(spare);
+                        queries.push(ask(spare));
                         outstanding += 1;
                     }
                 }
@@ -801,14 +818,18 @@ impl Node {
         let preference = self.read_preference(&alive);
         let first = req.choose(&preference);
         let mut spares = preference.into_iter().filter(|r| !first.contains(r));
-        let (tx, mut rx) = mpsc::channel::<ReplicaResult<Option<Record>>>(alive.len().max(1));
         let key = Arc::new(key);
-        let spawn_read = |replica: NodeId| {
-            let (node, key, tx) = (self.clone(), key.clone(), tx.clone());
-            tokio::spawn(async move {
-                let res = node.read_from(replica, key.to_vec(), deadline).await;
-                let _ = tx.send((replica, res)).await;
-            });
+        // The replica reads run on this task (this node's own read usually finishes on its
+        // first poll, from the cache); those still out when it returns are dropped.
+        let mut reads = futures::stream::FuturesUnordered::new();
+        let read = |replica: NodeId| {
+            let key = key.clone();
+            async move {
+                (
+                    replica,
+                    self.read_from(replica, key.to_vec(), deadline).await,
+                )
+            }
         };
         // A tombstone the session saw may since have been purged everywhere: then "no record"
         // is as new as it (only for a tombstone: a value's floor is never met by no record).
@@ -819,7 +840,7 @@ impl Node {
             (Some(min), None) => opts.min_is_tombstone && min.hlc < purge_cutoff,
         };
         let mut outstanding = first.len();
-        first.iter().for_each(|r| spawn_read(*r));
+        first.iter().for_each(|r| reads.push(read(*r)));
         let mut answered: Vec<NodeId> = Vec::new();
         let mut seen: Vec<(NodeId, Option<Version>)> = Vec::new();
         let mut newest: Option<Record> = None;
@@ -827,12 +848,12 @@ impl Node {
         let mut failures = Vec::new();
         let mut waiting = ReplyWait::new(deadline);
         while outstanding > 0 {
-            let (replica, res) = match waiting.next(&mut rx).await {
+            let (replica, res) = match waiting.next(&mut reads).await {
                 Next::Reply(replica, res) => (replica, res),
                 Next::Speculate => {
                     if let Some(spare) = spares.next() {
                         self.count_speculation(spare, "read");
-                        spawn_read(spare);
+                        reads.push(read(spare));
                         outstanding += 1;
                     }
                     continue;
@@ -861,7 +882,7 @@ impl Node {
                         }
                         // Older than the session has seen: ask every replica left.
                         for spare in spares.by_ref() {
-                            spawn_read(spare);
+                            reads.push(read(spare));
                             outstanding += 1;
                         }
                     }
@@ -870,7 +891,7 @@ impl Node {
                     failed.push(replica);
                     failures.push(format!("node {replica}: {e}"));
                     if let Some(spare) = spares.next() {
-                        spawn_read(spare);
+                        reads.push(read(spare));
                         outstanding += 1;
                     }
                 }
