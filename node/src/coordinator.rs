@@ -296,12 +296,9 @@ impl Node {
         // This node's own copy is written on this task, while it waits for the other replicas'
         // acks: no task, no channel message and no wake-up of its own. Should the wait end
         // first, it is handed to a task of its own after all (below), so it still completes.
-        let mut local = alive.contains(&self.id).then(|| {
-            Box::pin(
-                self.clone()
-                    .local_copy(key.clone(), record.clone(), opts.op, fingerprint),
-            )
-        });
+        let mut local = alive
+            .contains(&self.id)
+            .then(|| Box::pin(self.clone().local_copy(key.clone(), record.clone())));
         for &replica in alive.iter().filter(|&&r| r != self.id) {
             // Another replica's write joins whatever else is queued for it (one request per
             // batch, see `replica_batcher`); only when its queue is full is it sent alone.
@@ -709,17 +706,12 @@ impl Node {
         }
     }
 
-    /// This node's copy of a write it coordinates: stored locally (the op remembered under the
-    /// `fingerprint` the coordinator computed), or hinted for this node if that fails.
-    async fn local_copy(
-        self: Arc<Self>,
-        key: Arc<Vec<u8>>,
-        record: Record,
-        op: Option<proto::message::OpId>,
-        fingerprint: u64,
-    ) -> WriteAck {
-        let op = op.map(|op| (op, fingerprint));
-        match self.apply_local_as(key.to_vec(), record.clone(), op).await {
+    /// This node's copy of a write it coordinates: stored locally, or hinted for this node if
+    /// that fails. The write's op, if it has one, is not remembered again: `write_version`
+    /// remembered it in this node's op memory when it stamped the version.
+    async fn local_copy(self: Arc<Self>, key: Arc<Vec<u8>>, record: Record) -> WriteAck {
+        let stored = self.store.apply(key.to_vec(), record.clone()).await;
+        match stored.map_err(|e| e.to_string()) {
             Ok(_) => WriteAck::Acked,
             Err(e) if self.store_hint(self.id, key.to_vec(), record).await => WriteAck::Hinted(e),
             Err(e) => WriteAck::Failed(e),

@@ -290,21 +290,10 @@ impl Node {
         record: proto::Record,
         op: Option<proto::message::OpId>,
     ) -> Result<(bool, Option<proto::Version>), String> {
-        let op = op.map(|op| {
+        let remember = op.map(|op| {
             let fingerprint = proto::message::op_fingerprint(&key, record.value.as_deref());
-            (op, fingerprint)
+            (op, record.version, fingerprint)
         });
-        self.apply_local_as(key, record, op).await
-    }
-
-    /// [`Node::apply_local`] of a write whose op fingerprint is already known.
-    pub(crate) async fn apply_local_as(
-        &self,
-        key: Vec<u8>,
-        record: proto::Record,
-        op: Option<(proto::message::OpId, u64)>,
-    ) -> Result<(bool, Option<proto::Version>), String> {
-        let remember = op.map(|(op, fingerprint)| (op, record.version, fingerprint));
         let stored = self
             .store
             .apply(key, record)
