@@ -40,7 +40,7 @@ pub const CF_HINTS: &str = "hints";
 pub const CF_NAMES: &[&str] = &[CF_DATA, CF_META, CF_HINTS];
 
 /// Tuning of a [`RocksEngine`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RocksOptions {
     /// Sync the write-ahead log on every [`Engine::apply`] and every hint write (durable against
     /// power loss, slower).
@@ -59,6 +59,15 @@ pub struct RocksOptions {
     pub max_background_jobs: i32,
     /// Keys whose stored version is cached for apply's read-compare-write (0: no cache).
     pub version_cache_keys: usize,
+    /// Size of the `data` memtables' whole-key bloom filter, as a share of the memtable size
+    /// (0: none). Apply reads every key the version cache does not know before writing it; for
+    /// a new key that read searched the skip list of every memtable in vain, and the filter
+    /// answers "absent" without the search. Measured with `examples/apply_bench` under
+    /// callgrind, 0.02 against none: 11% fewer instructions per write of new keys in batches of
+    /// 1 (27,200 against 30,574), 20% in batches of 16 (16,299 against 20,305), under 1% more
+    /// for rewrites of cached keys. A filter five times larger (0.1) saved about as many
+    /// instructions but less time: its random bit probes miss the CPU caches.
+    pub memtable_bloom_ratio: f64,
 }
 
 impl Default for RocksOptions {
@@ -69,6 +78,7 @@ impl Default for RocksOptions {
             write_buffer_bytes: 8 << 20,
             max_background_jobs: 2,
             version_cache_keys: 1 << 18,
+            memtable_bloom_ratio: 0.02,
         }
     }
 }
@@ -294,6 +304,10 @@ fn cf_options(name: &str, options: &RocksOptions, cache: &Cache) -> Options {
     o.set_level_compaction_dynamic_level_bytes(true);
     if name == CF_DATA {
         o.set_write_buffer_size(options.write_buffer_bytes);
+        if options.memtable_bloom_ratio > 0.0 {
+            o.set_memtable_prefix_bloom_ratio(options.memtable_bloom_ratio);
+            o.set_memtable_whole_key_filtering(true);
+        }
     } else {
         o.set_write_buffer_size(4 << 20);
     }

@@ -424,3 +424,80 @@ fn purge_of_a_corrupt_record_is_an_error() {
         Err(StorageError::Corrupt { .. })
     ));
 }
+
+/// The `data` column family's options as RocksDB wrote them to the newest `OPTIONS-*` file.
+fn data_cf_options(dir: &Path) -> String {
+    let newest = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("OPTIONS-"))
+        .max_by_key(|n| n["OPTIONS-".len()..].parse::<u64>().unwrap_or(0))
+        .expect("an OPTIONS file");
+    let text = std::fs::read_to_string(dir.join(newest)).unwrap();
+    let header = format!("[CFOptions \"{CF_DATA}\"]");
+    let start = text
+        .find(&header)
+        .expect("the data column family's section");
+    let rest = &text[start + header.len()..];
+    rest[..rest.find("\n[").unwrap_or(rest.len())].to_string()
+}
+
+#[test]
+fn data_memtables_have_a_whole_key_bloom_filter_that_keeps_lookups_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RocksOptions {
+        write_buffer_bytes: 256 << 10,
+        version_cache_keys: 0,
+        ..Default::default()
+    };
+    let e = RocksEngine::open(dir.path(), options).unwrap();
+    let data = data_cf_options(dir.path());
+    assert!(
+        data.contains("memtable_whole_key_filtering=true"),
+        "data column family options: {data}"
+    );
+    assert!(
+        data.contains("memtable_prefix_bloom_size_ratio=0.020000"),
+        "data column family options: {data}"
+    );
+    // Without the version cache every apply reads through the filter: new keys (absent),
+    // rewrites (present in a memtable, or in a flushed file once the small memtables fill).
+    for round in 1..=3u64 {
+        let writes: Vec<Write> = (0..2_000u64)
+            .map(|i| {
+                put(
+                    format!("k{i}").as_bytes(),
+                    round * 10,
+                    Some(&round.to_be_bytes()),
+                )
+            })
+            .collect();
+        for applied in e.apply(&writes).unwrap() {
+            let expected = (round > 1).then_some(Version {
+                hlc: (round - 1) * 10,
+                node: 1,
+            });
+            assert_eq!(applied, storage::Applied::Stored { previous: expected });
+        }
+    }
+    // An older write loses against what the filter lets the lookup find.
+    let stale = e.apply(&[put(b"k7", 5, Some(b"old"))]).unwrap();
+    assert_eq!(stale, vec![storage::Applied::Ignored]);
+    assert_eq!(
+        e.get(b"k7").unwrap().and_then(|r| r.value),
+        Some(3u64.to_be_bytes().to_vec())
+    );
+    assert_eq!(e.get(b"never-written").unwrap(), None);
+
+    let off = tempfile::tempdir().unwrap();
+    let _e = RocksEngine::open(
+        off.path(),
+        RocksOptions {
+            memtable_bloom_ratio: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(data_cf_options(off.path()).contains("memtable_whole_key_filtering=false"));
+}
