@@ -102,6 +102,8 @@ pub struct RocksEngine {
     sync_opts: WriteOptions,
     /// Options of reads that must not touch the disk (memtables and block cache only).
     cache_only: ReadOptions,
+    /// Options of apply's version lookups (the defaults, made once instead of per lookup).
+    lookups: ReadOptions,
     /// Held across the read-compare-write of [`Engine::apply`] and [`Engine::purge_tombstones`]
     /// so concurrent batches serialize; it guards the cache of recently stored versions, which
     /// both keep exact.
@@ -168,6 +170,7 @@ impl RocksEngine {
             write_opts,
             sync_opts,
             cache_only,
+            lookups: ReadOptions::default(),
             apply_lock: Mutex::new(VersionCache::new(options.version_cache_keys)),
             hint_counts: Mutex::new(HintCounts::default()),
             path: path.to_path_buf(),
@@ -367,11 +370,23 @@ impl Engine for RocksEngine {
         // all the keys it does not know.
         let mut stored: Vec<Option<Option<Version>>> =
             writes.iter().map(|w| cache.get(&w.key).map(Some)).collect();
-        let missing: Vec<usize> = (0..writes.len()).filter(|&i| stored[i].is_none()).collect();
-        if !missing.is_empty() {
-            let lookups =
-                self.db
-                    .batched_multi_get_cf(data, missing.iter().map(|&i| &dks[i]), false);
+        let mut missing: Vec<usize> = (0..writes.len()).filter(|&i| stored[i].is_none()).collect();
+        if let [i] = missing[..] {
+            // One key (the usual case at low load): a point lookup costs less than a batch.
+            let raw = self.db.get_pinned_cf_opt(data, &dks[i], &self.lookups)?;
+            stored[i] = Some(match raw {
+                Some(raw) => Some(decode_record_header(&writes[i].key, &raw)?.0),
+                None => None,
+            });
+        } else if !missing.is_empty() {
+            // In key order, so RocksDB need not sort them again.
+            missing.sort_by(|&a, &b| dks[a].cmp(&dks[b]));
+            let lookups = self.db.batched_multi_get_cf_opt(
+                data,
+                missing.iter().map(|&i| &dks[i]),
+                true,
+                &self.lookups,
+            );
             for (&i, raw) in missing.iter().zip(lookups) {
                 stored[i] = Some(match raw? {
                     Some(raw) => Some(decode_record_header(&writes[i].key, &raw)?.0),
