@@ -366,20 +366,22 @@ impl Engine for RocksEngine {
         let data = self.cf(CF_DATA)?;
         let mut cache = self.lock_apply();
         let dks: Vec<Vec<u8>> = writes.iter().map(|w| data_key(&w.key)).collect();
-        // The stored version of every write's key: from the cache, else from one MultiGet of
-        // all the keys it does not know.
+        // The stored version of every write's key: from the cache, else from RocksDB.
         let mut stored: Vec<Option<Option<Version>>> =
             writes.iter().map(|w| cache.get(&w.key).map(Some)).collect();
+        let version_in = |i: usize, raw: Option<&[u8]>| -> Result<_, StorageError> {
+            Ok(Some(match raw {
+                Some(raw) => Some(decode_record_header(&writes[i].key, raw)?.0),
+                None => None,
+            }))
+        };
         let mut missing: Vec<usize> = (0..writes.len()).filter(|&i| stored[i].is_none()).collect();
         if let [i] = missing[..] {
             // One key (the usual case at low load): a point lookup costs less than a batch.
             let raw = self.db.get_pinned_cf_opt(data, &dks[i], &self.lookups)?;
-            stored[i] = Some(match raw {
-                Some(raw) => Some(decode_record_header(&writes[i].key, &raw)?.0),
-                None => None,
-            });
+            stored[i] = version_in(i, raw.as_deref())?;
         } else if !missing.is_empty() {
-            // In key order, so RocksDB need not sort them again.
+            // One MultiGet, in key order so RocksDB need not sort the keys again.
             missing.sort_by(|&a, &b| dks[a].cmp(&dks[b]));
             let lookups = self.db.batched_multi_get_cf_opt(
                 data,
@@ -388,10 +390,7 @@ impl Engine for RocksEngine {
                 &self.lookups,
             );
             for (&i, raw) in missing.iter().zip(lookups) {
-                stored[i] = Some(match raw? {
-                    Some(raw) => Some(decode_record_header(&writes[i].key, &raw)?.0),
-                    None => None,
-                });
+                stored[i] = version_in(i, raw?.as_deref())?;
             }
         }
         // Versions already chosen earlier in this slice, which later writes must compare against.
