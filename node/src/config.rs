@@ -230,7 +230,8 @@ pub struct Limits {
     pub write_queue: usize,
     /// Async runtime worker threads. 0 (the default) means one per CPU core; several nodes
     /// sharing one machine (a local cluster) do better with fewer each, as thread hand-offs
-    /// then cost context switches. At most 64.
+    /// then cost context switches. At most 64. With 1, the runtime is tokio's current-thread
+    /// scheduler on the node's main thread.
     pub runtime_threads: usize,
 }
 
