@@ -360,16 +360,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Bench(args) => usize::try_from(args.client_threads).unwrap_or(1),
         _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    // One thread: tokio's current-thread scheduler, which skips the work-stealing machinery a
-    // multi-thread scheduler pays for even with one worker.
-    let mut builder = match threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-    };
+    let mut builder = proto::transport::runtime_builder(threads);
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -41,20 +41,9 @@ fn main() {
             std::process::exit(EXIT_CONFIG);
         }
     };
-    // A small fixed number of runtime threads: the node shares the machine with its peers. With
-    // one (a local cluster's share of a small machine), tokio's current-thread scheduler runs it
-    // on the main thread: a multi-thread scheduler with one worker still pays for work stealing
-    // (a worker's searching and parking states, the LIFO slot, a wake-up of the worker for
-    // every task woken from another thread) with nothing to steal from (measured in ARCHITECTURE,
-    // Performance, item 15).
-    let mut builder = match cfg.runtime_threads() {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-    };
+    // A small fixed number of runtime threads: the node shares the machine with its peers (with
+    // one, tokio's current-thread scheduler on this thread).
+    let mut builder = proto::transport::runtime_builder(cfg.runtime_threads());
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

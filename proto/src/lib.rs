@@ -10,8 +10,8 @@
 //! - [`message`]: the request and response enums and their frames.
 //! - [`codec`]: framing and postcard encoding with a wire version marker.
 //! - [`tls`]: the cluster CA, certificate issuance, mutual-TLS configuration and roles.
-//! - [`transport`]: QUIC endpoints, multiplexed [`transport::Channel`]s, the connection pool and
-//!   the server loop.
+//! - [`transport`]: QUIC endpoints, multiplexed [`transport::Channel`]s, the connection pool,
+//!   the server loop, and the async runtime they run on.
 
 pub mod codec;
 pub mod consistency;

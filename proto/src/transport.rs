@@ -66,6 +66,20 @@ pub enum TransportError {
     Codec(#[from] CodecError),
 }
 
+/// The builder of the async runtime that nodes and clients run the transport on, with
+/// `threads` worker threads. With one, tokio's current-thread scheduler, run by the thread that
+/// calls `block_on`: a multi-thread scheduler with one worker still pays for work stealing
+/// (the worker's searching and parking states, its LIFO slot, a second thread parked in
+/// `block_on`) with nothing to steal from. Measured in ARCHITECTURE, Performance, item 15.
+pub fn runtime_builder(threads: usize) -> tokio::runtime::Builder {
+    if threads <= 1 {
+        return tokio::runtime::Builder::new_current_thread();
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(threads);
+    builder
+}
+
 /// Limits of a QUIC endpoint.
 fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
@@ -808,4 +822,26 @@ async fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, body: Response) -> Result<()
         .map_err(|_| ())?;
     }
     tx.send(out).await.map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime_builder;
+    use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn one_runtime_thread_is_a_current_thread_runtime_and_more_are_multi_thread() {
+        let flavor = |threads| {
+            let rt = runtime_builder(threads)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            // A task spawned on it runs (the flavour is a working runtime, not just a label).
+            let ran = rt.block_on(async { tokio::spawn(async { 7 }).await.expect("task") });
+            assert_eq!(ran, 7);
+            rt.handle().runtime_flavor()
+        };
+        assert_eq!(flavor(1), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(2), RuntimeFlavor::MultiThread);
+    }
 }
