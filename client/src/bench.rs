@@ -774,6 +774,7 @@ pub async fn run_cli(dir: Option<&Path>, out: Output, args: BenchArgs) -> i32 {
             Ok(mut cfg) => {
                 cfg.session_keys = 0;
                 cfg.write_retries = 0;
+                cfg.coordinator_window = Duration::from_millis(args.coordinator_window_ms);
                 Client::connect(cfg).await
             }
             Err(e) => Err(e),

@@ -2,6 +2,12 @@
 //! sends each request straight to a replica of the key (token-aware routing), which coordinates
 //! it at the requested consistency level.
 //!
+//! Which replica: requests that start in the same short window
+//! ([`ClientConfig::coordinator_window`]) prefer the same node among their key's replicas, and
+//! the preferred node moves to the next member every window. Concurrent requests then meet on
+//! one coordinator, which sends their replica writes to each peer as one batch, instead of
+//! each replica coordinating a share of them and batching only that share.
+//!
 //! The topology is learned again from a live member (in the background, never delaying a
 //! request) when a coordinator cannot be reached, at most once per
 //! [`TOPOLOGY_RETRY_INTERVAL`], and otherwise every [`TOPOLOGY_REFRESH_INTERVAL`]: nodes that
@@ -62,11 +68,19 @@ pub struct ClientConfig {
     pub write_retries: u32,
     /// Ask for a [`Receipt`] with every answer.
     pub receipts: bool,
+    /// Requests that start in the same window of this length prefer the same coordinator among
+    /// their key's replicas (those in the client's datacenter, when it has one), and the
+    /// preferred node moves to the next member of the ring each window, so every member gets
+    /// its turn. Concurrent requests then share a coordinator, which coalesces their replica
+    /// writes into one batch per peer. `Duration::ZERO`: each request goes to its key's first
+    /// replica.
+    pub coordinator_window: Duration,
 }
 
 impl ClientConfig {
     /// A configuration with the defaults: no datacenter preference, session guarantees on
-    /// ([`DEFAULT_SESSION_KEYS`] keys), 2 write retries, no receipts.
+    /// ([`DEFAULT_SESSION_KEYS`] keys), 2 write retries, no receipts, coordinator windows of
+    /// [`DEFAULT_COORDINATOR_WINDOW`].
     pub fn new(seeds: Vec<SocketAddr>, tls: TlsMaterial, timeout: Duration) -> ClientConfig {
         ClientConfig {
             seeds,
@@ -76,9 +90,13 @@ impl ClientConfig {
             session_keys: DEFAULT_SESSION_KEYS,
             write_retries: DEFAULT_WRITE_RETRIES,
             receipts: false,
+            coordinator_window: DEFAULT_COORDINATOR_WINDOW,
         }
     }
 }
+
+/// Length of the windows in which requests prefer the same coordinator, by default.
+pub const DEFAULT_COORDINATOR_WINDOW: Duration = Duration::from_millis(5);
 
 /// Times an ambiguous write is retried by default.
 pub const DEFAULT_WRITE_RETRIES: u32 = 2;
@@ -121,9 +139,11 @@ pub struct Client {
     pool: Arc<Pool>,
     /// What requests are routed by; replaced whole by a refresh.
     routing: Arc<RwLock<Arc<Routing>>>,
-    /// When the last topology refresh started.
-    /// When the client connected: the origin of `refreshed_ms`.
+    /// When the client connected: the origin of `refreshed_ms` and of the coordinator windows.
     connected: Instant,
+    /// A random start in the rotation of preferred coordinators, so that clients started at
+    /// the same moment do not prefer the same node at the same time.
+    window_phase: u64,
     /// Milliseconds after `connected` at which the last topology refresh started (an atomic:
     /// it is read on every request).
     refreshed_ms: AtomicU64,
@@ -214,6 +234,7 @@ impl Client {
             pool: Arc::new(pool),
             routing: Arc::new(RwLock::new(Arc::new(routing))),
             connected: Instant::now(),
+            window_phase: rand::random(),
             refreshed_ms: AtomicU64::new(0),
             refreshing: Arc::new(AtomicBool::new(false)),
             cfg,
@@ -640,6 +661,16 @@ impl Client {
                 order.push(id);
             }
         }
+        // The key's replicas at the front (in the client's datacenter, if it has one) are
+        // equally good coordinators: the window's preferred node goes first.
+        if let Some(slot) = self.window_slot() {
+            let lead = order
+                .iter()
+                .take_while(|id| replicas.contains(id) && local(id))
+                .count();
+            let members: Vec<NodeId> = routing.ring.members().iter().map(|m| m.id).collect();
+            prefer_slot(&mut order[..lead], &members, slot);
+        }
         // Nodes that recently failed to connect, were reported down or said they were shutting
         // down go last, in order; their presence is a reason to learn the topology again.
         let avoided: Vec<bool> = order
@@ -657,6 +688,17 @@ impl Client {
         let mut ranked: Vec<(bool, NodeId)> = avoided.into_iter().zip(order).collect();
         ranked.sort_by_key(|(avoid, _)| *avoid);
         ranked.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The number of the coordinator window now (counted from a random phase), or `None` when
+    /// windows are off.
+    fn window_slot(&self) -> Option<u64> {
+        let window = self.cfg.coordinator_window.as_nanos();
+        if window == 0 {
+            return None;
+        }
+        let n = self.connected.elapsed().as_nanos() / window;
+        Some(self.window_phase.wrapping_add(n as u64))
     }
 
     /// Sends a request to the first coordinator that can be reached. Moves on to the next only
@@ -727,6 +769,24 @@ impl Client {
         }
         None
     }
+}
+
+/// Orders `replicas` (equally good coordinators) by how soon each one's turn comes in the
+/// rotation over `members` that is at member `slot % members.len()` now: that member first,
+/// if it is one of them, then the next one in member order, cyclically.
+fn prefer_slot(replicas: &mut [NodeId], members: &[NodeId], slot: u64) {
+    let n = members.len();
+    if n == 0 || replicas.len() < 2 {
+        return;
+    }
+    let now = (slot % n as u64) as usize;
+    // A replica missing from `members` (a topology in flux) keeps its place after the others.
+    replicas.sort_by_key(|id| {
+        members
+            .iter()
+            .position(|m| m == id)
+            .map_or(n, |i| (i + n - now) % n)
+    });
 }
 
 /// A retry's definite failure (`Unavailable`, `Connect`, ...) after an attempt that timed out:
@@ -845,5 +905,72 @@ pub fn transport_error(e: TransportError) -> ClientError {
         TransportError::Connect { addr, reason } => ClientError::Connect(format!("{addr}: {reason}")),
         TransportError::Codec(e) => ClientError::InvalidRequest(e.to_string()),
         TransportError::Bind { .. } | TransportError::Tls(_) => ClientError::Config(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefer_slot;
+    use ring::NodeId;
+
+    #[test]
+    fn in_one_window_every_key_of_a_full_ring_prefers_the_same_coordinator() {
+        // RF 3 on 3 nodes: every node replicates every key, in one of six placement orders.
+        let members = [1, 2, 3];
+        let orders = [
+            [1, 2, 3],
+            [1, 3, 2],
+            [2, 1, 3],
+            [2, 3, 1],
+            [3, 1, 2],
+            [3, 2, 1],
+        ];
+        for slot in 0..6u64 {
+            let preferred = members[(slot % 3) as usize];
+            for order in orders {
+                let mut replicas = order;
+                prefer_slot(&mut replicas, &members, slot);
+                assert_eq!(replicas[0], preferred, "slot {slot}, placement {order:?}");
+                let mut sorted = replicas;
+                sorted.sort_unstable();
+                assert_eq!(sorted, [1, 2, 3], "the same replicas, reordered");
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_whose_replicas_exclude_the_preferred_node_goes_to_the_next_in_turn() {
+        let members = [1, 2, 3, 4, 5];
+        // Member 3's window (slot 2): 4 comes next, then 5 (not a replica), 1, 2.
+        let mut replicas = [2, 1, 4];
+        prefer_slot(&mut replicas, &members, 2);
+        assert_eq!(replicas, [4, 1, 2]);
+        // Member 2's window (slot 6 = 1 mod 5).
+        let mut replicas = [4, 1, 2];
+        prefer_slot(&mut replicas, &members, 6);
+        assert_eq!(replicas, [2, 4, 1]);
+        // Over five consecutive windows each replica leads in turn, and no other node does.
+        let leaders: Vec<NodeId> = (0..5u64)
+            .map(|slot| {
+                let mut r = [2, 1, 4];
+                prefer_slot(&mut r, &members, slot);
+                r[0]
+            })
+            .collect();
+        assert_eq!(leaders, [1, 2, 4, 4, 1]);
+    }
+
+    #[test]
+    fn a_replica_unknown_to_the_member_list_goes_last() {
+        let mut replicas = [9, 2, 1];
+        prefer_slot(&mut replicas, &[1, 2, 3], 1);
+        assert_eq!(replicas, [2, 1, 9]);
+        // Nothing to reorder.
+        let mut one = [3];
+        prefer_slot(&mut one, &[1, 2, 3], 0);
+        assert_eq!(one, [3]);
+        let mut r = [2, 1];
+        prefer_slot(&mut r, &[], 0);
+        assert_eq!(r, [2, 1]);
     }
 }

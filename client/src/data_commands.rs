@@ -247,6 +247,9 @@ pub fn check_read_level(level: Consistency) -> Result<(), ClientError> {
 pub fn client_config(dir: Option<&Path>, args: &ConnectArgs) -> Result<ClientConfig, ClientError> {
     let timeout = Duration::from_millis(args.timeout_ms);
     let datacenter = args.datacenter.clone();
+    // One command sends one request: there is nothing to coalesce, and the key's first
+    // replica keeps the coordinator predictable.
+    let window = Duration::ZERO;
     let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
         (Some(ca), Some(cert), Some(key)) => {
             Some(TlsMaterial::load(ca, cert, key).map_err(|e| ClientError::Config(e.to_string()))?)
@@ -256,6 +259,7 @@ pub fn client_config(dir: Option<&Path>, args: &ConnectArgs) -> Result<ClientCon
     if let (Some(tls), false) = (&tls, args.nodes.is_empty()) {
         let mut cfg = ClientConfig::new(args.nodes.clone(), tls.clone(), timeout);
         cfg.datacenter = datacenter;
+        cfg.coordinator_window = window;
         return Ok(cfg);
     }
     let cluster = ClusterDir::resolve(dir)?;
@@ -271,6 +275,7 @@ pub fn client_config(dir: Option<&Path>, args: &ConnectArgs) -> Result<ClientCon
     };
     let mut cfg = ClientConfig::new(seeds, tls, timeout);
     cfg.datacenter = datacenter;
+    cfg.coordinator_window = window;
     Ok(cfg)
 }
 

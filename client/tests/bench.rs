@@ -1,5 +1,7 @@
 //! `ringkv bench` through the real binaries, against a local cluster: an open-loop mixed run
-//! after a warmup reports only its measured phase, with the nodes' CPU; a bad warmup is refused.
+//! after a warmup reports only its measured phase, with the nodes' CPU; a bad warmup is refused;
+//! operations in one coordinator window share a coordinator, and without windows each goes to
+//! its key's first replica.
 
 mod common;
 
@@ -65,4 +67,74 @@ fn a_bad_warmup_is_refused_before_anything_runs() {
             "{v}"
         );
     }
+}
+
+/// Client requests each node has coordinated so far (`cluster status`), by node id.
+fn coordinated(c: &TestCluster) -> Vec<u64> {
+    let status = c.status();
+    let mut nodes: Vec<(u64, u64)> = status["nodes"]
+        .as_array()
+        .expect("status lists nodes")
+        .iter()
+        .map(|n| {
+            let id = n["id"].as_u64().expect("id");
+            let count = n["status"]["coordinated"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("node {id} reports no count: {status}"));
+            (id, count)
+        })
+        .collect();
+    nodes.sort_unstable();
+    nodes.into_iter().map(|(_, count)| count).collect()
+}
+
+/// Runs a closed-loop write benchmark of 300 operations with the given coordinator window and
+/// returns how many requests each node coordinated meanwhile.
+fn coordinated_by_a_bench(c: &TestCluster, window_ms: &str) -> Vec<u64> {
+    let before = coordinated(c);
+    let v = c
+        .run(&[
+            "--json",
+            "bench",
+            "--workload",
+            "write",
+            "--ops",
+            "300",
+            "--duration",
+            "30",
+            "--warmup",
+            "0",
+            "--concurrency",
+            "8",
+            "--coordinator-window-ms",
+            window_ms,
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["total_ops"], 300, "{v}");
+    assert_eq!(v["ops"]["write"]["ok"], 300, "{v}");
+    let after = coordinated(c);
+    before.iter().zip(after).map(|(b, a)| a - b).collect()
+}
+
+#[test]
+fn operations_in_one_coordinator_window_share_a_coordinator() {
+    let c = TestCluster::up(&["--nodes", "3", "--rf", "3"]);
+    // One window of a minute covers the whole run: its preferred node replicates every key
+    // (RF 3 on 3 nodes), so it coordinates every write.
+    let shares = coordinated_by_a_bench(&c, "60000");
+    assert_eq!(shares.iter().sum::<u64>(), 300, "{shares:?}");
+    assert_eq!(
+        shares.iter().filter(|n| **n == 300).count(),
+        1,
+        "one node coordinated all: {shares:?}"
+    );
+    // Without windows each write goes to its key's first replica, and the 300 random keys are
+    // led by every node (each leads about a third of the ring).
+    let shares = coordinated_by_a_bench(&c, "0");
+    assert_eq!(shares.iter().sum::<u64>(), 300, "{shares:?}");
+    assert!(
+        shares.iter().all(|n| *n > 0),
+        "every node coordinated: {shares:?}"
+    );
 }

@@ -45,6 +45,16 @@ fn unknown_flags_and_missing_arguments_are_usage_errors() {
         "--ca needs --cert and --key"
     );
     assert_eq!(code(&ringkv(&["get", "k", "--timeout-ms", "0"])), 2);
+    assert_eq!(
+        code(&ringkv(&["bench", "--coordinator-window-ms", "60001"])),
+        2,
+        "a coordinator window is at most a minute"
+    );
+    assert_eq!(
+        code(&ringkv(&["put", "k", "v", "--coordinator-window-ms", "5"])),
+        2,
+        "one request has nothing to share a coordinator with"
+    );
 }
 
 #[test]
