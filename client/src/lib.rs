@@ -6,7 +6,8 @@
 //! by integration tests and the jepsen harness), the data commands and a benchmark.
 //!
 //! # Layout
-//! - [`client`]: [`Client`], [`ClientConfig`], token-aware routing, request size checks.
+//! - [`client`]: [`Client`], [`ClientConfig`], token-aware routing (with coordinator windows),
+//!   request size checks.
 //! - [`session`]: [`session::Session`], the per-key versions behind read-your-writes and
 //!   monotonic reads, and its file form for the CLI.
 //! - [`error`]: [`ClientError`], with a stable CLI exit status per kind.
