@@ -312,10 +312,10 @@ pub struct BenchArgs {
     /// Threads of the benchmark's own async runtime.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub client_threads: u64,
-    /// Operations that start within the same window of this many milliseconds prefer the same
+    /// Writes that start within the same window of this many milliseconds prefer the same
     /// coordinator among their key's replicas (the preferred node rotates over the members,
     /// window by window), so concurrent writes share a coordinator and travel to each other
-    /// replica in one batch. 0: each operation goes to its key's first replica.
+    /// replica in one batch. Reads, and every operation with 0, go to the key's first replica.
     #[arg(long, value_name = "MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub coordinator_window_ms: u64,
     /// Operations in flight at once (one task each, sharing one client).

@@ -2,11 +2,13 @@
 //! sends each request straight to a replica of the key (token-aware routing), which coordinates
 //! it at the requested consistency level.
 //!
-//! Which replica: requests that start in the same short window
+//! Which replica: writes that start in the same short window
 //! ([`ClientConfig::coordinator_window`]) prefer the same node among their key's replicas, and
-//! the preferred node moves to the next member every window. Concurrent requests then meet on
+//! the preferred node moves to the next member every window. Concurrent writes then meet on
 //! one coordinator, which sends their replica writes to each peer as one batch, instead of
-//! each replica coordinating a share of them and batching only that share.
+//! each replica coordinating a share of them and batching only that share. Reads go to the
+//! key's first replica: a read's coordinator reads its own copy on its runtime thread, and one
+//! node taking every read of a window became the bottleneck under load.
 //!
 //! The topology is learned again from a live member (in the background, never delaying a
 //! request) when a coordinator cannot be reached, at most once per
@@ -68,12 +70,12 @@ pub struct ClientConfig {
     pub write_retries: u32,
     /// Ask for a [`Receipt`] with every answer.
     pub receipts: bool,
-    /// Requests that start in the same window of this length prefer the same coordinator among
-    /// their key's replicas (those in the client's datacenter, when it has one), and the
-    /// preferred node moves to the next member of the ring each window, so every member gets
-    /// its turn. Concurrent requests then share a coordinator, which coalesces their replica
-    /// writes into one batch per peer. `Duration::ZERO`: each request goes to its key's first
-    /// replica.
+    /// Writes (puts and deletes) that start in the same window of this length prefer the same
+    /// coordinator among their key's replicas (those in the client's datacenter, when it has
+    /// one), and the preferred node moves to the next member of the ring each window, so every
+    /// member gets its turn. Concurrent writes then share a coordinator, which coalesces their
+    /// replica writes into one batch per peer. Reads, and every request when this is
+    /// `Duration::ZERO`, go to the key's first replica.
     pub coordinator_window: Duration,
 }
 
@@ -639,8 +641,9 @@ impl Client {
     }
 
     /// Coordinators to try for a key, best first: replicas in the client's datacenter, then the
-    /// other replicas, then every other node.
-    fn coordinators(&self, routing: &Routing, key: &[u8]) -> Vec<NodeId> {
+    /// other replicas, then every other node. With `windowed`, the replicas in front are
+    /// ordered by the coordinator window's rotation instead of by placement.
+    fn coordinators(&self, routing: &Routing, key: &[u8], windowed: bool) -> Vec<NodeId> {
         let replicas = routing.ring.replicas_for_key(key);
         let local = |id: &NodeId| match &self.cfg.datacenter {
             Some(dc) => routing.datacenters.get(id) == Some(dc),
@@ -663,7 +666,7 @@ impl Client {
         }
         // The key's replicas at the front (in the client's datacenter, if it has one) are
         // equally good coordinators: the window's preferred node goes first.
-        if let Some(slot) = self.window_slot() {
+        if let Some(slot) = self.window_slot().filter(|_| windowed) {
             let lead = order
                 .iter()
                 .take_while(|id| replicas.contains(id) && local(id))
@@ -727,7 +730,7 @@ impl Client {
         last: &mut ClientError,
     ) -> Option<Result<(NodeId, Response), ClientError>> {
         for node in self
-            .coordinators(routing, key)
+            .coordinators(routing, key, !is_read_only(&req))
             .into_iter()
             .take(MAX_COORDINATOR_TRIES)
         {

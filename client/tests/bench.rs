@@ -1,7 +1,7 @@
 //! `ringkv bench` through the real binaries, against a local cluster: an open-loop mixed run
 //! after a warmup reports only its measured phase, with the nodes' CPU; a bad warmup is refused;
-//! operations in one coordinator window share a coordinator, and without windows each goes to
-//! its key's first replica.
+//! writes in one coordinator window share a coordinator, and without windows each goes to its
+//! key's first replica, as reads always do.
 
 mod common;
 
@@ -88,16 +88,19 @@ fn coordinated(c: &TestCluster) -> Vec<u64> {
     nodes.into_iter().map(|(_, count)| count).collect()
 }
 
-/// Runs a closed-loop write benchmark of 300 operations with the given coordinator window and
-/// returns how many requests each node coordinated meanwhile.
-fn coordinated_by_a_bench(c: &TestCluster, window_ms: &str) -> Vec<u64> {
+/// Runs a closed-loop benchmark of 300 operations (`write` or `read`, the latter after its
+/// preload of 300 keys) with the given coordinator window and returns how many requests each
+/// node coordinated meanwhile.
+fn coordinated_by_a_bench(c: &TestCluster, workload: &str, window_ms: &str) -> Vec<u64> {
     let before = coordinated(c);
     let v = c
         .run(&[
             "--json",
             "bench",
             "--workload",
-            "write",
+            workload,
+            "--keys",
+            "300",
             "--ops",
             "300",
             "--duration",
@@ -112,17 +115,19 @@ fn coordinated_by_a_bench(c: &TestCluster, window_ms: &str) -> Vec<u64> {
         .ok()
         .json();
     assert_eq!(v["total_ops"], 300, "{v}");
-    assert_eq!(v["ops"]["write"]["ok"], 300, "{v}");
+    let done = &v["ops"][workload];
+    let ok = done["ok"].as_u64().unwrap_or(0) + done["not_found"].as_u64().unwrap_or(0);
+    assert_eq!(ok, 300, "{v}");
     let after = coordinated(c);
     before.iter().zip(after).map(|(b, a)| a - b).collect()
 }
 
 #[test]
-fn operations_in_one_coordinator_window_share_a_coordinator() {
+fn writes_in_one_coordinator_window_share_a_coordinator() {
     let c = TestCluster::up(&["--nodes", "3", "--rf", "3"]);
     // One window of a minute covers the whole run: its preferred node replicates every key
     // (RF 3 on 3 nodes), so it coordinates every write.
-    let shares = coordinated_by_a_bench(&c, "60000");
+    let shares = coordinated_by_a_bench(&c, "write", "60000");
     assert_eq!(shares.iter().sum::<u64>(), 300, "{shares:?}");
     assert_eq!(
         shares.iter().filter(|n| **n == 300).count(),
@@ -131,10 +136,23 @@ fn operations_in_one_coordinator_window_share_a_coordinator() {
     );
     // Without windows each write goes to its key's first replica, and the 300 random keys are
     // led by every node (each leads about a third of the ring).
-    let shares = coordinated_by_a_bench(&c, "0");
+    let shares = coordinated_by_a_bench(&c, "write", "0");
     assert_eq!(shares.iter().sum::<u64>(), 300, "{shares:?}");
     assert!(
         shares.iter().all(|n| *n > 0),
         "every node coordinated: {shares:?}"
+    );
+    // Reads ignore the window: the preload's 300 writes go to one node, the 300 reads to
+    // their keys' first replicas, which are every node.
+    let shares = coordinated_by_a_bench(&c, "read", "60000");
+    assert_eq!(shares.iter().sum::<u64>(), 600, "{shares:?}");
+    assert_eq!(
+        shares.iter().filter(|n| **n >= 300).count(),
+        1,
+        "one node coordinated the preload: {shares:?}"
+    );
+    assert!(
+        shares.iter().all(|n| *n > 0),
+        "every node coordinated reads: {shares:?}"
     );
 }
