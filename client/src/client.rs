@@ -97,7 +97,7 @@ impl ClientConfig {
     }
 }
 
-/// Length of the windows in which requests prefer the same coordinator, by default.
+/// Length of the windows in which writes prefer the same coordinator, by default.
 pub const DEFAULT_COORDINATOR_WINDOW: Duration = Duration::from_millis(5);
 
 /// Times an ambiguous write is retried by default.
@@ -170,6 +170,8 @@ struct Routing {
     ring: Ring,
     addrs: HashMap<NodeId, SocketAddr>,
     datacenters: HashMap<NodeId, String>,
+    /// The ring's members in ring order: the coordinator windows' rotation.
+    member_ids: Vec<NodeId>,
 }
 
 impl Routing {
@@ -188,11 +190,13 @@ impl Routing {
             addrs.insert(m.member.id, addr);
             datacenters.insert(m.member.id, m.member.datacenter.clone());
         }
+        let member_ids = ring.members().iter().map(|m| m.id).collect();
         Ok(Routing {
             topology,
             ring,
             addrs,
             datacenters,
+            member_ids,
         })
     }
 
@@ -666,13 +670,12 @@ impl Client {
         }
         // The key's replicas at the front (in the client's datacenter, if it has one) are
         // equally good coordinators: the window's preferred node goes first.
-        if let Some(slot) = self.window_slot().filter(|_| windowed) {
+        if let Some(slot) = windowed.then(|| self.window_slot()).flatten() {
             let lead = order
                 .iter()
                 .take_while(|id| replicas.contains(id) && local(id))
                 .count();
-            let members: Vec<NodeId> = routing.ring.members().iter().map(|m| m.id).collect();
-            prefer_slot(&mut order[..lead], &members, slot);
+            prefer_slot(&mut order[..lead], &routing.member_ids, slot);
         }
         // Nodes that recently failed to connect, were reported down or said they were shutting
         // down go last, in order; their presence is a reason to learn the topology again.
