@@ -170,8 +170,8 @@ struct Routing {
     ring: Ring,
     addrs: HashMap<NodeId, SocketAddr>,
     datacenters: HashMap<NodeId, String>,
-    /// The ring's members in ring order: the coordinator windows' rotation.
-    member_ids: Vec<NodeId>,
+    /// Each member's place in the coordinator windows' rotation (the ring's member order).
+    turns: HashMap<NodeId, usize>,
 }
 
 impl Routing {
@@ -190,13 +190,13 @@ impl Routing {
             addrs.insert(m.member.id, addr);
             datacenters.insert(m.member.id, m.member.datacenter.clone());
         }
-        let member_ids = ring.members().iter().map(|m| m.id).collect();
+        let turns = rotation(ring.members().iter().map(|m| m.id));
         Ok(Routing {
             topology,
             ring,
             addrs,
             datacenters,
-            member_ids,
+            turns,
         })
     }
 
@@ -661,10 +661,11 @@ impl Client {
         }
         candidates.extend(replicas.iter().copied());
         candidates.extend(members);
-        // Keep each node's first (best) position.
+        // Keep each node's first (best) position (a set: a large ring's member list is long).
+        let mut seen = std::collections::HashSet::with_capacity(candidates.len());
         let mut order: Vec<NodeId> = Vec::with_capacity(candidates.len());
         for id in candidates {
-            if !order.contains(&id) {
+            if seen.insert(id) {
                 order.push(id);
             }
         }
@@ -675,7 +676,7 @@ impl Client {
                 .iter()
                 .take_while(|id| replicas.contains(id) && local(id))
                 .count();
-            prefer_slot(&mut order[..lead], &routing.member_ids, slot);
+            prefer_slot(&mut order[..lead], &routing.turns, slot);
         }
         // Nodes that recently failed to connect, were reported down or said they were shutting
         // down go last, in order; their presence is a reason to learn the topology again.
@@ -777,22 +778,22 @@ impl Client {
     }
 }
 
+/// Each member's turn in the coordinator windows' rotation: its place in `members`.
+fn rotation(members: impl Iterator<Item = NodeId>) -> HashMap<NodeId, usize> {
+    members.enumerate().map(|(turn, id)| (id, turn)).collect()
+}
+
 /// Orders `replicas` (equally good coordinators) by how soon each one's turn comes in the
-/// rotation over `members` that is at member `slot % members.len()` now: that member first,
-/// if it is one of them, then the next one in member order, cyclically.
-fn prefer_slot(replicas: &mut [NodeId], members: &[NodeId], slot: u64) {
-    let n = members.len();
+/// rotation `turns` when it is at turn `slot % turns.len()` now: that member first, if it is
+/// one of them, then the next one in turn, cyclically.
+fn prefer_slot(replicas: &mut [NodeId], turns: &HashMap<NodeId, usize>, slot: u64) {
+    let n = turns.len();
     if n == 0 || replicas.len() < 2 {
         return;
     }
     let now = (slot % n as u64) as usize;
-    // A replica missing from `members` (a topology in flux) keeps its place after the others.
-    replicas.sort_by_key(|id| {
-        members
-            .iter()
-            .position(|m| m == id)
-            .map_or(n, |i| (i + n - now) % n)
-    });
+    // A replica with no turn (a topology in flux) keeps its place after the others.
+    replicas.sort_by_key(|id| turns.get(id).map_or(n, |t| (t + n - now) % n));
 }
 
 /// A retry's definite failure (`Unavailable`, `Connect`, ...) after an attempt that timed out:
@@ -916,8 +917,13 @@ pub fn transport_error(e: TransportError) -> ClientError {
 
 #[cfg(test)]
 mod tests {
-    use super::prefer_slot;
+    use super::{prefer_slot, rotation};
     use ring::NodeId;
+    use std::collections::HashMap;
+
+    fn turns(members: &[NodeId]) -> HashMap<NodeId, usize> {
+        rotation(members.iter().copied())
+    }
 
     #[test]
     fn in_one_window_every_key_of_a_full_ring_prefers_the_same_coordinator() {
@@ -935,7 +941,7 @@ mod tests {
             let preferred = members[(slot % 3) as usize];
             for order in orders {
                 let mut replicas = order;
-                prefer_slot(&mut replicas, &members, slot);
+                prefer_slot(&mut replicas, &turns(&members), slot);
                 assert_eq!(replicas[0], preferred, "slot {slot}, placement {order:?}");
                 let mut sorted = replicas;
                 sorted.sort_unstable();
@@ -949,17 +955,17 @@ mod tests {
         let members = [1, 2, 3, 4, 5];
         // Member 3's window (slot 2): 4 comes next, then 5 (not a replica), 1, 2.
         let mut replicas = [2, 1, 4];
-        prefer_slot(&mut replicas, &members, 2);
+        prefer_slot(&mut replicas, &turns(&members), 2);
         assert_eq!(replicas, [4, 1, 2]);
         // Member 2's window (slot 6 = 1 mod 5).
         let mut replicas = [4, 1, 2];
-        prefer_slot(&mut replicas, &members, 6);
+        prefer_slot(&mut replicas, &turns(&members), 6);
         assert_eq!(replicas, [2, 4, 1]);
         // Over five consecutive windows each replica leads in turn, and no other node does.
         let leaders: Vec<NodeId> = (0..5u64)
             .map(|slot| {
                 let mut r = [2, 1, 4];
-                prefer_slot(&mut r, &members, slot);
+                prefer_slot(&mut r, &turns(&members), slot);
                 r[0]
             })
             .collect();
@@ -969,14 +975,14 @@ mod tests {
     #[test]
     fn a_replica_unknown_to_the_member_list_goes_last() {
         let mut replicas = [9, 2, 1];
-        prefer_slot(&mut replicas, &[1, 2, 3], 1);
+        prefer_slot(&mut replicas, &turns(&[1, 2, 3]), 1);
         assert_eq!(replicas, [2, 1, 9]);
         // Nothing to reorder.
         let mut one = [3];
-        prefer_slot(&mut one, &[1, 2, 3], 0);
+        prefer_slot(&mut one, &turns(&[1, 2, 3]), 0);
         assert_eq!(one, [3]);
         let mut r = [2, 1];
-        prefer_slot(&mut r, &[], 0);
+        prefer_slot(&mut r, &turns(&[]), 0);
         assert_eq!(r, [2, 1]);
     }
 }
