@@ -50,8 +50,9 @@ struct Args {
     /// Keys of the register workload.
     #[arg(long, default_value_t = 5)]
     keys: usize,
-    /// Coordinator of each operation: `token` (the client library's routing: the key's first
-    /// live replica) or `random` (a node drawn per operation, up or not; seeded by --seed).
+    /// Coordinator of each operation: `token` (the client library's routing with its
+    /// coordinator windows off: the key's first live replica) or `random` (a node drawn per
+    /// operation, up or not; seeded by --seed).
     #[arg(long, value_enum, default_value_t = Coordinators::Token)]
     coordinators: Coordinators,
     /// Times the client library resends a write that ended ambiguously (same op id).

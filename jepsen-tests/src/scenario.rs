@@ -367,6 +367,9 @@ async fn drive(
         // than the level alone makes them, and the run is to measure the level.
         cfg.session_keys = 0;
         cfg.write_retries = scenario.write_retries;
+        // `token` coordinators are each key's first live replica, for writes too (the library
+        // would rotate writes over the replicas); `random` spreads a key over every node.
+        cfg.coordinator_window = Duration::ZERO;
         clients.push(Arc::new(Client::connect(cfg).await?));
     }
     let recorder = Arc::new(Recorder::new(MAX_HISTORY_OPS));

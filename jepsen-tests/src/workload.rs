@@ -4,8 +4,9 @@
 //! - set: every write puts a new unique key; at the end every key is read at ALL.
 //! - register: a few keys, concurrent reads and writes of unique values.
 //!
-//! Every operation goes either where the client library routes it (token-aware: the key's first
-//! live replica) or, with [`Coordinators::Random`], to a node drawn at random for that operation
+//! Every operation goes either where the client library routes it with its coordinator windows
+//! off (token-aware: the key's first live replica) or, with [`Coordinators::Random`], to a node
+//! drawn at random for that operation
 //! (`put_via`/`get_via`), so one key's operations are coordinated by every node in turn.
 //!
 //! Every loop is bounded in count and time, and paced to a total rate.
@@ -60,8 +61,8 @@ impl std::fmt::Display for WorkloadKind {
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Coordinators {
-    /// The client library's token-aware routing: the key's first live replica, so while it is
-    /// up every request for a key goes to the same node.
+    /// The client library's token-aware routing without coordinator windows: the key's first
+    /// live replica, so while it is up every request for a key goes to the same node.
     #[default]
     Token,
     /// A node drawn at random for every operation, up or not (seeded by `--seed`).
