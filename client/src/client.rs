@@ -649,33 +649,20 @@ impl Client {
     /// ordered by the coordinator window's rotation instead of by placement.
     fn coordinators(&self, routing: &Routing, key: &[u8], windowed: bool) -> Vec<NodeId> {
         let replicas = routing.ring.replicas_for_key(key);
-        let local = |id: &NodeId| match &self.cfg.datacenter {
+        let in_dc = |id: &NodeId| match &self.cfg.datacenter {
             Some(dc) => routing.datacenters.get(id) == Some(dc),
             None => true,
         };
-        let members = routing.ring.members().iter().map(|m| m.id);
-        let mut candidates: Vec<NodeId> = replicas.iter().copied().filter(local).collect();
-        if self.cfg.datacenter.is_some() {
-            // Never leave the client's datacenter for LOCAL_* semantics' sake, except as a last resort.
-            candidates.extend(members.clone().filter(local));
-        }
-        candidates.extend(replicas.iter().copied());
-        candidates.extend(members);
-        // Keep each node's first (best) position (a set: a large ring's member list is long).
-        let mut seen = std::collections::HashSet::with_capacity(candidates.len());
-        let mut order: Vec<NodeId> = Vec::with_capacity(candidates.len());
-        for id in candidates {
-            if seen.insert(id) {
-                order.push(id);
-            }
-        }
-        // The key's replicas at the front (in the client's datacenter, if it has one) are
-        // equally good coordinators: the window's preferred node goes first.
+        let mut order = candidates(
+            replicas,
+            routing.ring.members().iter().map(|m| m.id),
+            self.cfg.datacenter.is_some(),
+            in_dc,
+        );
+        // The key's replicas in front (in the client's datacenter, if it has one) are equally
+        // good coordinators: the window's preferred node goes first.
         if let Some(slot) = windowed.then(|| self.window_slot()).flatten() {
-            let lead = order
-                .iter()
-                .take_while(|id| replicas.contains(id) && local(id))
-                .count();
+            let lead = replicas.iter().filter(|id| in_dc(id)).count();
             prefer_slot(&mut order[..lead], &routing.turns, slot);
         }
         // Nodes that recently failed to connect, were reported down or said they were shutting
@@ -776,6 +763,27 @@ impl Client {
         }
         None
     }
+}
+
+/// Every node once, best coordinator first: the key's `replicas` in the client's datacenter
+/// (`in_dc`), then, with a datacenter (`has_dc`), the datacenter's other members (LOCAL_*
+/// levels count the coordinator's datacenter, so the client leaves it only as a last resort),
+/// then the other replicas, then every other member. Each list is built without duplicates,
+/// so a long member list costs one pass and a check against the few replicas per member.
+fn candidates(
+    replicas: &[NodeId],
+    members: impl Iterator<Item = NodeId> + Clone,
+    has_dc: bool,
+    in_dc: impl Fn(&NodeId) -> bool,
+) -> Vec<NodeId> {
+    let replica = |id: &NodeId| replicas.contains(id);
+    let mut order: Vec<NodeId> = replicas.iter().copied().filter(|id| in_dc(id)).collect();
+    if has_dc {
+        order.extend(members.clone().filter(|id| in_dc(id) && !replica(id)));
+    }
+    order.extend(replicas.iter().copied().filter(|id| !in_dc(id)));
+    order.extend(members.filter(|id| !(replica(id) || (has_dc && in_dc(id)))));
+    order
 }
 
 /// Each member's turn in the coordinator windows' rotation: its place in `members`.
@@ -917,7 +925,7 @@ pub fn transport_error(e: TransportError) -> ClientError {
 
 #[cfg(test)]
 mod tests {
-    use super::{prefer_slot, rotation};
+    use super::{candidates, prefer_slot, rotation};
     use ring::NodeId;
     use std::collections::HashMap;
 
@@ -984,5 +992,18 @@ mod tests {
         let mut r = [2, 1];
         prefer_slot(&mut r, &turns(&[]), 0);
         assert_eq!(r, [2, 1]);
+    }
+
+    #[test]
+    fn candidates_list_every_node_once_replicas_and_the_own_datacenter_first() {
+        let members = [1, 2, 3, 4, 5, 6];
+        // No datacenter: the replicas in placement order, then the other members.
+        let all = candidates(&[5, 2, 3], members.iter().copied(), false, |_| true);
+        assert_eq!(all, [5, 2, 3, 1, 4, 6]);
+        // Datacenter of the odd nodes: its replicas, its other members, the other replicas,
+        // the rest.
+        let odd = |id: &NodeId| id % 2 == 1;
+        let all = candidates(&[5, 2, 3], members.iter().copied(), true, odd);
+        assert_eq!(all, [5, 3, 1, 2, 4, 6]);
     }
 }

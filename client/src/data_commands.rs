@@ -245,37 +245,34 @@ pub fn check_read_level(level: Consistency) -> Result<(), ClientError> {
 /// Builds the client configuration: seeds from `--node` or the cluster directory, TLS from
 /// `--ca/--cert/--key` or the cluster directory. The directory is only read when needed.
 pub fn client_config(dir: Option<&Path>, args: &ConnectArgs) -> Result<ClientConfig, ClientError> {
-    let timeout = Duration::from_millis(args.timeout_ms);
-    let datacenter = args.datacenter.clone();
-    // One command sends one request: there is nothing to coalesce, and the key's first
-    // replica keeps the coordinator predictable.
-    let window = Duration::ZERO;
     let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
         (Some(ca), Some(cert), Some(key)) => {
             Some(TlsMaterial::load(ca, cert, key).map_err(|e| ClientError::Config(e.to_string()))?)
         }
         _ => None,
     };
-    if let (Some(tls), false) = (&tls, args.nodes.is_empty()) {
-        let mut cfg = ClientConfig::new(args.nodes.clone(), tls.clone(), timeout);
-        cfg.datacenter = datacenter;
-        cfg.coordinator_window = window;
-        return Ok(cfg);
-    }
-    let cluster = ClusterDir::resolve(dir)?;
-    let file = cluster.load()?;
-    let tls = match tls {
-        Some(tls) => tls,
-        None => cluster.client_tls(&file)?,
+    let (seeds, tls) = match tls {
+        Some(tls) if !args.nodes.is_empty() => (args.nodes.clone(), tls),
+        tls => {
+            let cluster = ClusterDir::resolve(dir)?;
+            let file = cluster.load()?;
+            let tls = match tls {
+                Some(tls) => tls,
+                None => cluster.client_tls(&file)?,
+            };
+            let seeds = if args.nodes.is_empty() {
+                file.addresses()
+            } else {
+                args.nodes.clone()
+            };
+            (seeds, tls)
+        }
     };
-    let seeds = if args.nodes.is_empty() {
-        file.addresses()
-    } else {
-        args.nodes.clone()
-    };
-    let mut cfg = ClientConfig::new(seeds, tls, timeout);
-    cfg.datacenter = datacenter;
-    cfg.coordinator_window = window;
+    let mut cfg = ClientConfig::new(seeds, tls, Duration::from_millis(args.timeout_ms));
+    cfg.datacenter = args.datacenter.clone();
+    // One command sends one request: there is nothing to coalesce, and the key's first
+    // replica keeps the coordinator predictable.
+    cfg.coordinator_window = Duration::ZERO;
     Ok(cfg)
 }
 

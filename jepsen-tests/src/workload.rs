@@ -6,8 +6,8 @@
 //!
 //! Every operation goes either where the client library routes it with its coordinator windows
 //! off (token-aware: the key's first live replica) or, with [`Coordinators::Random`], to a node
-//! drawn at random for that operation
-//! (`put_via`/`get_via`), so one key's operations are coordinated by every node in turn.
+//! drawn at random for that operation (`put_via`/`get_via`), so one key's operations are
+//! coordinated by every node in turn.
 //!
 //! Every loop is bounded in count and time, and paced to a total rate.
 

@@ -67,10 +67,10 @@ pub enum TransportError {
 }
 
 /// The builder of the async runtime that nodes and clients run the transport on, with
-/// `threads` worker threads. With one (or 0), tokio's current-thread scheduler, run by the thread that
-/// calls `block_on`: a multi-thread scheduler with one worker still pays for work stealing
-/// (the worker's searching and parking states, its LIFO slot, a second thread parked in
-/// `block_on`) with nothing to steal from. Measured in ARCHITECTURE, Performance, item 15.
+/// `threads` worker threads. With one (or 0), tokio's current-thread scheduler, run by the
+/// thread that calls `block_on`: a multi-thread scheduler with one worker still pays for work
+/// stealing (the worker's searching and parking states, its LIFO slot, a second thread parked
+/// in `block_on`) with nothing to steal from. Measured in ARCHITECTURE, Performance, item 15.
 pub fn runtime_builder(threads: usize) -> tokio::runtime::Builder {
     if threads <= 1 {
         return tokio::runtime::Builder::new_current_thread();
