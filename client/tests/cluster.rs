@@ -577,6 +577,34 @@ fn restart_keeps_data() {
     assert_eq!(stopped.len(), 3, "every node was running: {down:#}");
     assert_eq!(down["purged"], false);
     c.run(&["cluster", "status"]).expect_code(4);
+    // Each node kept its clock's reservation in its own file, renewed while it ran: the newest
+    // intact slot is ahead of the wall clock now (the reservation is 2 s ahead, renewed every
+    // 500 ms).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let dir = client::cluster_dir::ClusterDir::resolve(Some(c.dir())).expect("cluster dir");
+    for id in 1..=3 {
+        let path = dir.node_data(id).join("RINGKV-CLOCK");
+        let bytes = std::fs::read(&path).expect("reservation file");
+        assert_eq!(bytes.len(), 64, "{}", path.display());
+        let reserved_ms = bytes
+            .chunks(32)
+            .filter(|slot| slot.starts_with(b"RKVCLK01"))
+            .map(|slot| {
+                let seq = u64::from_le_bytes(slot[8..16].try_into().unwrap());
+                let hlc = u64::from_le_bytes(slot[16..24].try_into().unwrap());
+                (seq, hlc >> proto::version::HLC_LOGICAL_BITS)
+            })
+            .max()
+            .expect("a written slot")
+            .1;
+        assert!(
+            reserved_ms > now_ms,
+            "node {id}: reserved up to {reserved_ms} ms, now {now_ms} ms"
+        );
+    }
 
     let up = c.run(&["--json", "cluster", "up"]).ok().json();
     assert_eq!(
@@ -612,6 +640,29 @@ fn restart_keeps_data() {
             b"newer"
         );
     }
+}
+
+/// Every node turns transparent huge pages off for itself (a first touch of a 2 MiB page
+/// stalled the runtime thread for tens of milliseconds), as the kernel reports in
+/// `/proc/<pid>/status`.
+#[cfg(target_os = "linux")]
+#[test]
+fn nodes_run_without_transparent_huge_pages() {
+    let c = TestCluster::up(&["--nodes", "2", "--rf", "2"]);
+    let dir = client::cluster_dir::ClusterDir::resolve(Some(c.dir())).expect("cluster dir");
+    for id in 1..=2 {
+        let pid = std::fs::read_to_string(dir.node_pid(id)).expect("pid file");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
+            .expect("the node is running");
+        let thp = status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .expect("the kernel reports THP_enabled");
+        assert_eq!(thp.trim(), "0", "node {id}: {status}");
+    }
+    // The test's own process keeps the system's setting, so the check can tell the difference.
+    let own = std::fs::read_to_string("/proc/self/status").expect("own status");
+    assert!(own.contains("THP_enabled:\t1"), "{own}");
 }
 
 /// A single-threaded runtime for a test's client, and the cluster's client configuration.

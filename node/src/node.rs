@@ -22,8 +22,10 @@ use storage::Engine;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// Metadata key holding the clock's persisted high-water mark.
-const CLOCK_META_KEY: &str = "hlc-high-water";
+/// Metadata key under which nodes before the reservation file kept the clock's reservation
+/// (as a synced RocksDB write, which held up the record writes behind it). Still read at start,
+/// so a node upgraded in place starts above it; no longer written.
+const LEGACY_CLOCK_META_KEY: &str = "hlc-high-water";
 /// The clock persists a reservation this far ahead of what it has issued, renewed every
 /// [`CLOCK_RENEW_MS`], so a restarted node starts above everything it ever issued. It must stay
 /// well under peers' `max-clock-ahead-ms` (5 s by default): a node restarted at once issues
@@ -462,9 +464,7 @@ impl Node {
                 .max(proto::version::wall_millis())
                 + CLOCK_RESERVE_MS,
         );
-        self.store
-            .engine()
-            .put_meta(CLOCK_META_KEY, &reserve.to_be_bytes())
+        self.store.engine().put_clock_reservation(reserve)
     }
 }
 
@@ -511,14 +511,17 @@ pub struct RunningNode {
     writer: std::thread::JoinHandle<()>,
 }
 
+/// The persisted clock reservation: the larger of the engine's
+/// ([`Engine::put_clock_reservation`]) and the legacy metadata key's.
 fn load_clock_floor(engine: &dyn Engine) -> Result<u64, StartError> {
-    let raw = engine
-        .get_meta(CLOCK_META_KEY)
-        .map_err(|e| StartError::Storage(e.to_string()))?;
-    Ok(raw
+    let storage = |e: storage::StorageError| StartError::Storage(e.to_string());
+    let legacy = engine
+        .get_meta(LEGACY_CLOCK_META_KEY)
+        .map_err(storage)?
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map(u64::from_be_bytes)
-        .unwrap_or(0))
+        .unwrap_or(0);
+    Ok(engine.clock_reservation().map_err(storage)?.max(legacy))
 }
 
 /// How long a node with the persisted clock floor `floor` must wait, at wall-clock time `wall_ms`,
@@ -775,6 +778,21 @@ impl RunningNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_floor_is_the_larger_of_the_reservation_and_the_legacy_key() {
+        let engine = storage::MemEngine::new();
+        assert_eq!(load_clock_floor(&engine).unwrap(), 0);
+        // A node upgraded in place: only the legacy key holds its reservation.
+        engine
+            .put_meta(LEGACY_CLOCK_META_KEY, &5_000u64.to_be_bytes())
+            .unwrap();
+        assert_eq!(load_clock_floor(&engine).unwrap(), 5_000);
+        engine.put_clock_reservation(4_000).unwrap();
+        assert_eq!(load_clock_floor(&engine).unwrap(), 5_000);
+        engine.put_clock_reservation(6_000).unwrap();
+        assert_eq!(load_clock_floor(&engine).unwrap(), 6_000);
+    }
 
     #[test]
     fn a_node_waits_only_for_a_floor_more_than_one_reservation_ahead() {

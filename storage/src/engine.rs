@@ -109,8 +109,18 @@ pub trait Engine: Send + Sync + 'static {
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError>;
 
     /// Stores a node-local metadata value, synced to disk before returning (it holds e.g. the
-    /// clock's high-water mark).
+    /// membership). In RocksDB a synced write holds up the record writes queued behind it, so
+    /// nothing written often belongs here.
     fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError>;
+
+    /// The clock reservation last stored by [`Engine::put_clock_reservation`] (0 if none).
+    fn clock_reservation(&self) -> Result<u64, StorageError>;
+
+    /// Stores the node clock's reservation (a timestamp above everything it has issued), durable
+    /// before returning. Apart from the records: no record write waits for it (RocksDB keeps it
+    /// in a file of its own, [`crate::reservation`]). A smaller value than the stored one is
+    /// ignored.
+    fn put_clock_reservation(&self, hlc: u64) -> Result<(), StorageError>;
 
     /// Makes every acknowledged write durable (syncs the write-ahead log). No-op in memory.
     fn flush(&self) -> Result<(), StorageError>;

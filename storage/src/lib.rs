@@ -28,6 +28,8 @@
 //! - [`memory`]: [`MemEngine`], a `BTreeMap` backend for tests and simulation.
 //! - [`rocks`]: [`RocksEngine`], the RocksDB backend, its [`RocksOptions`] and column families
 //!   (`data`, `meta`, `hints`: see [`rocks::CF_NAMES`]).
+//! - [`reservation`]: [`reservation::ReservationFile`], the file beside the RocksDB files that
+//!   holds the node clock's reservation ([`Engine::put_clock_reservation`]), synced on its own.
 //! - [`version_cache`]: [`version_cache::Generations`], a map bounded by two generations, and
 //!   on it the cache of recently written keys' versions that lets apply skip the read half of its
 //!   read-compare-write for hot keys.
@@ -39,6 +41,7 @@ pub mod error;
 pub mod hints;
 pub mod memory;
 pub mod merkle;
+pub mod reservation;
 pub mod rocks;
 pub mod version_cache;
 

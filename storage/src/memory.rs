@@ -19,6 +19,8 @@ struct Inner {
     /// Keyed by data key (token BE ++ user key), like the RocksDB `data` column family.
     data: BTreeMap<Vec<u8>, Record>,
     meta: HashMap<String, Vec<u8>>,
+    /// What [`Engine::put_clock_reservation`] stored.
+    clock_reservation: u64,
     /// Keyed by hint key (the [`HintId`] bytes), like the RocksDB `hints` column family.
     hints: BTreeMap<Vec<u8>, Hint>,
     hint_counts: HintCounts,
@@ -135,6 +137,16 @@ impl Engine for MemEngine {
 
     fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
         self.write().meta.insert(name.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn clock_reservation(&self) -> Result<u64, StorageError> {
+        Ok(self.read().clock_reservation)
+    }
+
+    fn put_clock_reservation(&self, hlc: u64) -> Result<(), StorageError> {
+        let mut inner = self.write();
+        inner.clock_reservation = inner.clock_reservation.max(hlc);
         Ok(())
     }
 

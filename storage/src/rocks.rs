@@ -18,6 +18,7 @@ use crate::encoding::{
 use crate::engine::{Applied, Engine, ScanCursor, Write};
 use crate::error::StorageError;
 use crate::hints::{self, decode_hint, Hint, HintCounts, HintId};
+use crate::reservation::ReservationFile;
 use crate::version_cache::{FastHash, VersionCache};
 use proto::{Record, Version};
 use ring::{NodeId, TokenRange};
@@ -111,6 +112,9 @@ pub struct RocksEngine {
     /// Hints per target, rebuilt by one scan on open; held across every hint write so the
     /// counts change exactly with what is on disk.
     hint_counts: Mutex<HintCounts>,
+    /// The clock reservation, in a file of its own (a synced RocksDB write holds up every
+    /// record write queued behind it until its sync ends).
+    clock: ReservationFile,
     path: PathBuf,
 }
 
@@ -173,6 +177,7 @@ impl RocksEngine {
             lookups: ReadOptions::default(),
             apply_lock: Mutex::new(VersionCache::new(options.version_cache_keys)),
             hint_counts: Mutex::new(HintCounts::default()),
+            clock: ReservationFile::open(path)?,
             path: path.to_path_buf(),
         };
         engine.check_format()?;
@@ -459,6 +464,14 @@ impl Engine for RocksEngine {
         self.db
             .put_cf_opt(meta, user_meta_key(name), value, &self.sync_opts)?;
         Ok(())
+    }
+
+    fn clock_reservation(&self) -> Result<u64, StorageError> {
+        Ok(self.clock.load())
+    }
+
+    fn put_clock_reservation(&self, hlc: u64) -> Result<(), StorageError> {
+        self.clock.store(hlc)
     }
 
     fn flush(&self) -> Result<(), StorageError> {

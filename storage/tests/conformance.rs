@@ -87,6 +87,12 @@ impl Engine for TempRocks {
     fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
         self.engine.put_meta(name, value)
     }
+    fn clock_reservation(&self) -> Result<u64, StorageError> {
+        self.engine.clock_reservation()
+    }
+    fn put_clock_reservation(&self, hlc: u64) -> Result<(), StorageError> {
+        self.engine.put_clock_reservation(hlc)
+    }
     fn flush(&self) -> Result<(), StorageError> {
         self.engine.flush()
     }
@@ -154,6 +160,7 @@ conformance!(
     check_scan_cursor_resumption,
     check_scan_edge_cases,
     check_meta_round_trip,
+    check_clock_reservation_survives_reopen_and_never_goes_back,
     check_approximate_len,
     check_concurrent_apply,
     check_reopen_keeps_acknowledged_writes,
@@ -673,6 +680,24 @@ fn check_scan_edge_cases<E: Engine>(make: impl Fn() -> E) {
         .filter(|(k, _)| token_of(k) >= tokens[15])
         .collect();
     assert_eq!(got, expected);
+}
+
+fn check_clock_reservation_survives_reopen_and_never_goes_back<H: Harness>(make: impl Fn() -> H) {
+    let e = make();
+    assert_eq!(e.clock_reservation().unwrap(), 0);
+    e.put_clock_reservation(1_000).unwrap();
+    e.put_clock_reservation(2_000).unwrap();
+    assert_eq!(e.clock_reservation().unwrap(), 2_000);
+    e.put_clock_reservation(1_500).unwrap();
+    assert_eq!(e.clock_reservation().unwrap(), 2_000, "never goes back");
+    // Kept apart from the metadata and the records.
+    assert_eq!(e.get_meta("hlc-high-water").unwrap(), None);
+    assert_eq!(e.approximate_len(), 0);
+    let e = e.reopen();
+    assert_eq!(e.clock_reservation().unwrap(), 2_000);
+    e.put_clock_reservation(3_000).unwrap();
+    let e = e.reopen();
+    assert_eq!(e.clock_reservation().unwrap(), 3_000);
 }
 
 fn check_meta_round_trip<E: Engine>(make: impl Fn() -> E) {
