@@ -642,29 +642,6 @@ fn restart_keeps_data() {
     }
 }
 
-/// Every node turns transparent huge pages off for itself (a first touch of a 2 MiB page
-/// stalled the runtime thread for tens of milliseconds), as the kernel reports in
-/// `/proc/<pid>/status`.
-#[cfg(target_os = "linux")]
-#[test]
-fn nodes_run_without_transparent_huge_pages() {
-    let c = TestCluster::up(&["--nodes", "2", "--rf", "2"]);
-    let dir = client::cluster_dir::ClusterDir::resolve(Some(c.dir())).expect("cluster dir");
-    for id in 1..=2 {
-        let pid = std::fs::read_to_string(dir.node_pid(id)).expect("pid file");
-        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
-            .expect("the node is running");
-        let thp = status
-            .lines()
-            .find_map(|l| l.strip_prefix("THP_enabled:"))
-            .expect("the kernel reports THP_enabled");
-        assert_eq!(thp.trim(), "0", "node {id}: {status}");
-    }
-    // The test's own process keeps the system's setting, so the check can tell the difference.
-    let own = std::fs::read_to_string("/proc/self/status").expect("own status");
-    assert!(own.contains("THP_enabled:\t1"), "{own}");
-}
-
 /// A single-threaded runtime for a test's client, and the cluster's client configuration.
 fn client_runtime(c: &TestCluster) -> (tokio::runtime::Runtime, client::ClientConfig) {
     let dir = client::cluster_dir::ClusterDir::new(c.dir()).expect("cluster dir");

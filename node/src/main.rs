@@ -41,16 +41,6 @@ fn main() {
             std::process::exit(EXIT_CONFIG);
         }
     };
-    // No transparent huge pages for this process, as Redis does (`disable-thp`). mimalloc
-    // asks for them on its arenas (`MADV_HUGEPAGE`), and the first touch of a 2 MiB page zeroes
-    // all of it on the thread that touched it: on the development virtual machine, whose memory
-    // the host backs on first touch, the runtime thread was sampled stuck 10 to 96 ms in
-    // `do_huge_pmd_anonymous_page` while it received a datagram, and every request waited.
-    // With 4 KiB pages the same cost comes in pieces small enough to hide.
-    #[cfg(target_os = "linux")]
-    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
-        tracing::warn!(error = %e, "could not turn transparent huge pages off for this process");
-    }
     // A small fixed number of runtime threads: the node shares the machine with its peers (with
     // one, tokio's current-thread scheduler on this thread).
     let mut builder = proto::transport::runtime_builder(cfg.runtime_threads());
