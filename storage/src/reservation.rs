@@ -102,12 +102,14 @@ impl ReservationFile {
             (None, [Slot::Torn, Slot::Empty] | [Slot::Empty, Slot::Torn]) => (0, 0),
             (None, [Slot::Empty, Slot::Empty]) => (0, 0),
             (None, _) => {
-                return Err(StorageError::Corrupt {
-                    key: path.to_string_lossy().into_owned().into_bytes(),
-                    reason: "both slots of the clock reservation file are damaged, so the \
-                             node cannot know which timestamps it already issued"
-                        .into(),
-                })
+                return Err(StorageError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: both slots of the clock reservation file are damaged, so the node \
+                         cannot know which timestamps it already issued",
+                        path.display()
+                    ),
+                )))
             }
         };
         Ok(ReservationFile {
@@ -222,9 +224,10 @@ mod tests {
         write_bytes(dir.path(), 20, b"xx");
         write_bytes(dir.path(), SLOT + 20, b"yy");
         let err = ReservationFile::open(dir.path()).unwrap_err();
+        let message = err.to_string();
         assert!(
-            err.to_string().contains("both slots"),
-            "a clear reason: {err}"
+            message.contains("both slots") && message.contains(FILE_NAME),
+            "names the file and the reason: {message}"
         );
     }
 }
