@@ -9,13 +9,13 @@
 //!
 //! The file is 64 bytes: two 32-byte slots written in turn, each holding a sequence number, the
 //! reservation and a checksum. A crash in the middle of a write can tear only the slot being
-//! written; the other still holds the reservation before it, which nothing issued has passed
-//! (the caller treats a reservation as made only once [`ReservationFile::store`] returned).
+//! written; the other still holds the previous reservation, as if the interrupted write had
+//! never started (a reservation is made only once [`ReservationFile::store`] has returned).
 
 use crate::StorageError;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 /// The file's name in the database directory (RocksDB leaves files it does not name alone).
@@ -48,10 +48,7 @@ fn decode(slot: &[u8]) -> Slot {
     if slot.iter().all(|&b| b == 0) {
         return Slot::Empty;
     }
-    if slot.len() != SLOT
-        || &slot[..8] != MAGIC
-        || blake3::hash(&slot[..24]).as_bytes()[..8] != slot[24..]
-    {
+    if &slot[..8] != MAGIC || blake3::hash(&slot[..24]).as_bytes()[..8] != slot[24..] {
         return Slot::Torn;
     }
     let seq = u64::from_le_bytes(slot[8..16].try_into().expect("8 bytes"));
@@ -62,7 +59,6 @@ fn decode(slot: &[u8]) -> Slot {
 /// The reservation file of one database, open for the node's lifetime.
 #[derive(Debug)]
 pub struct ReservationFile {
-    path: PathBuf,
     /// The file, the last sequence number written and the reservation it holds.
     state: Mutex<(File, u64, u64)>,
 }
@@ -98,9 +94,8 @@ impl ReservationFile {
             .max();
         let (seq, value) = match (newest, slots) {
             (Some(newest), _) => newest,
-            // The very first write tore: nothing was reserved yet.
-            (None, [Slot::Torn, Slot::Empty] | [Slot::Empty, Slot::Torn]) => (0, 0),
-            (None, [Slot::Empty, Slot::Empty]) => (0, 0),
+            // Never written, or the very first write tore: nothing was reserved yet.
+            (None, slots) if slots.contains(&Slot::Empty) => (0, 0),
             (None, _) => {
                 return Err(StorageError::Io(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
@@ -113,14 +108,8 @@ impl ReservationFile {
             }
         };
         Ok(ReservationFile {
-            path,
             state: Mutex::new((file, seq, value)),
         })
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The stored reservation (0 if none was ever stored).
